@@ -1,0 +1,158 @@
+"""One exception hierarchy: every error veil raises is a :class:`VeilError`.
+
+Callers catch ``VeilError`` (or one of the narrower classes below) and never have to
+parse messages. Messages say what went wrong and what to do next; they never contain
+the plaintext of a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConfigMissingError",
+    "DecryptionError",
+    "IncorrectPassphraseError",
+    "InvalidValueError",
+    "KeyFilePermissionError",
+    "KeyUnwrapError",
+    "OutputToStringError",
+    "PassphraseRequiredError",
+    "PendingOutputError",
+    "PlaintextLeakError",
+    "ProviderConfigError",
+    "ProviderError",
+    "ProviderUnavailableError",
+    "SecretPickleError",
+    "StackExistsError",
+    "StackNotFoundError",
+    "StateError",
+    "StateFormatError",
+    "StateIntegrityError",
+    "StateLockedError",
+    "UnknownProviderError",
+    "UnknownValueError",
+    "VeilError",
+]
+
+
+class VeilError(Exception):
+    """Base class of every error raised by veil."""
+
+
+# --- Outputs and secrets -------------------------------------------------------------
+
+
+class OutputToStringError(VeilError, TypeError):
+    """An Output was converted to ``str`` (``str()``, ``format()``, an f-string).
+
+    An Output's value may not exist yet and may be secret, so it has no string form.
+    Use ``o.apply(lambda v: f"...{v}...")``, ``Output.format`` or ``Output.concat``.
+    """
+
+
+class PendingOutputError(VeilError):
+    """A synchronous read (``reveal``, ``is_secret``, ``state.dumps``) met an Output
+    whose value has not arrived yet. Await it first, or use the async variant."""
+
+
+class UnknownValueError(VeilError):
+    """A value is unknown (a preview value): it cannot be revealed or written."""
+
+
+class InvalidValueError(VeilError, TypeError):
+    """A value of a type veil cannot handle in that place (for example a non-JSON
+    value in state, or an Output given where a known value is required)."""
+
+
+class SecretPickleError(VeilError, TypeError):
+    """Pickling a secret is refused: a pickle would hold its plaintext."""
+
+
+# --- Cryptography ----------------------------------------------------------------------
+
+
+class DecryptionError(VeilError):
+    """A ciphertext could not be opened: it is malformed, truncated, tampered with,
+    moved to another path or stack, or sealed under another key."""
+
+
+class KeyUnwrapError(DecryptionError):
+    """A provider could not unwrap the stack's data key: wrong key, wrong context
+    (another stack) or a corrupted wrapped key."""
+
+
+class IncorrectPassphraseError(KeyUnwrapError):
+    """The passphrase does not open this stack. Nothing was written."""
+
+
+# --- Providers -------------------------------------------------------------------------
+
+
+class ProviderError(VeilError):
+    """A secrets provider could not be built or used."""
+
+
+class UnknownProviderError(ProviderError, ValueError):
+    """No secrets provider is registered for a URL scheme."""
+
+
+class ProviderConfigError(ProviderError, ValueError):
+    """A provider URL or stored provider description is invalid or incomplete."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """The provider's service could not be reached or refused the request."""
+
+
+class PassphraseRequiredError(ProviderError):
+    """A passphrase is needed and none was given (no argument, no ``VEIL_PASSPHRASE``,
+    no ``VEIL_PASSPHRASE_FILE``, no terminal to ask on)."""
+
+
+class KeyFilePermissionError(ProviderError):
+    """A local key file is readable by other users; ``chmod 600`` it."""
+
+
+# --- State, stacks and config ------------------------------------------------------------
+
+
+class StateError(VeilError):
+    """Base class of errors about stored state."""
+
+
+class StateFormatError(StateError):
+    """The bytes are not a veil document this version can read: truncated, foreign,
+    malformed or of an unknown format version."""
+
+
+class StateIntegrityError(StateError):
+    """The document's MAC does not match: it was edited, reordered or assembled from
+    pieces of other documents."""
+
+
+class StateLockedError(StateError):
+    """Another writer holds the stack's lock."""
+
+
+class StackNotFoundError(StateError):
+    """No stack of that name exists in the backend."""
+
+
+class StackExistsError(StateError):
+    """A stack of that name already exists in the backend."""
+
+
+class PlaintextLeakError(StateError):
+    """Strict mode: a plain value holds the plaintext of a secret, or looks like a
+    credential, and would have been written unencrypted."""
+
+
+class ConfigError(VeilError):
+    """Base class of configuration errors."""
+
+
+class ConfigMissingError(ConfigError, KeyError):
+    """A required configuration key is not set."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
