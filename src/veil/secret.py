@@ -164,62 +164,6 @@ class Secret(Generic[T]):
         raise TypeError("a Secret is not iterable; reveal() it explicitly if you must")
 
 
-def reveal(self) -> T:
-        """The plaintext value. The one explicit way to take it out."""
-        return self._value
-
-    def __setattr__(self, name: str, value: object) -> NoReturn:
-        raise AttributeError("Secret is immutable")
-
-    def __delattr__(self, name: str) -> NoReturn:
-        raise AttributeError("Secret is immutable")
-
-    def __repr__(self) -> str:
-        return f"Secret({MASK})"
-
-    def __str__(self) -> str:
-        return MASK
-
-    def __format__(self, format_spec: str) -> str:
-        return format(MASK, format_spec)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        a, b = _canonical(self._value), _canonical(other._value)
-        if a is None or b is None:
-            return bool(self._value == other._value)
-        return hmac.compare_digest(a, b)
-
-    def __ne__(self, other: object) -> bool:
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __reduce__(self) -> NoReturn:
-        raise SecretPickleError(
-            "a Secret cannot be pickled: the pickle would hold its plaintext. "
-            "Store it with veil.state.dumps, which encrypts it."
-        )
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        self.__reduce__()
-
-    def __copy__(self) -> Secret[T]:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Secret[T]:
-        return self
-
-    def __iter__(self) -> Iterator[Any]:
-        raise TypeError("a Secret is not iterable; reveal() it explicitly if you must")
-
-
-def secret_value(value: T) -> Secret[T]:
-    """Wrap a known value as a :class:`Secret` (kept for symmetry with ``unsecret``)."""
-    return Secret(value)
-
 
 def reveal(value: Any) -> Any:
     """The plaintext of a :class:`Secret` or of a resolved Output, synchronously.
