@@ -1,0 +1,1 @@
+"""Read and write other tools' secret formats: Pulumi's passphrase stacks (``.pulumi``)."""
