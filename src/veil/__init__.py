@@ -1,11 +1,62 @@
-"""veil: keep secrets secret in infrastructure-as-code programs."""
+"""veil: keep secrets secret in infrastructure-as-code programs.
+
+Mark a value secret and everything derived from it stays secret; write state and
+config with every secret-marked value encrypted, and only those; take the keys from
+pluggable providers. See https://github.com/veil-iac/veil#readme and ``docs/``.
+"""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
+from .output import (
+    UNKNOWN,
+    Input,
+    Inputs,
+    InputType,
+    Output,
+    Unknown,
+    contains_unknowns,
+    deferred_output,
+)
 from .secret import MASK, Secret, is_secret, reveal
 
 __version__ = "0.1.0"
 
-__all__ = ["MASK", "Secret", "__version__", "is_secret", "reveal", *_errors_all]
+_T = TypeVar("_T")
+
+
+def secret(value: Input[_T]) -> Output[_T]:
+    """Mark a value secret: ``Output.secret(value)``.
+
+    Everything derived from the result (``apply``, ``all``, ``format``, lifting, ...)
+    is secret too, and state and config encrypt it when they are written.
+    """
+    return Output.secret(value)
+
+
+def unsecret(value: Input[_T]) -> Output[_T]:
+    """Declassify: ``Output.unsecret(value)``. The explicit, greppable way."""
+    return Output.unsecret(value)
+
+
+__all__ = [
+    "MASK",
+    "UNKNOWN",
+    "Input",
+    "InputType",
+    "Inputs",
+    "Output",
+    "Secret",
+    "Unknown",
+    "__version__",
+    "contains_unknowns",
+    "deferred_output",
+    "is_secret",
+    "reveal",
+    "secret",
+    "unsecret",
+    *_errors_all,
+]

@@ -12,9 +12,11 @@ __all__ = [
     "ConfigMissingError",
     "DecryptionError",
     "IncorrectPassphraseError",
+    "InvalidStackNameError",
     "InvalidValueError",
     "KeyFilePermissionError",
     "KeyUnwrapError",
+    "LeakWarning",
     "OutputToStringError",
     "PassphraseRequiredError",
     "PendingOutputError",
@@ -31,6 +33,7 @@ __all__ = [
     "StateLockedError",
     "UnknownProviderError",
     "UnknownValueError",
+    "UsageError",
     "VeilError",
 ]
 
@@ -62,6 +65,11 @@ class UnknownValueError(VeilError):
 class InvalidValueError(VeilError, TypeError):
     """A value of a type veil cannot handle in that place (for example a non-JSON
     value in state, or an Output given where a known value is required)."""
+
+
+class UsageError(VeilError, ValueError):
+    """An API was called with arguments that cannot work together (for example
+    ``Output.all`` with both positional and keyword inputs)."""
 
 
 class SecretPickleError(VeilError, TypeError):
@@ -138,6 +146,11 @@ class StackNotFoundError(StateError):
     """No stack of that name exists in the backend."""
 
 
+class InvalidStackNameError(StateError, ValueError):
+    """A stack name is not valid: empty, too long, or holding characters other than
+    ``A-Z a-z 0-9 . _ -`` (a name like ``../x`` could escape the state folder)."""
+
+
 class StackExistsError(StateError):
     """A stack of that name already exists in the backend."""
 
@@ -156,3 +169,12 @@ class ConfigMissingError(ConfigError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+# --- Warnings ------------------------------------------------------------------------------
+
+
+class LeakWarning(UserWarning):
+    """A plain value held the plaintext of a secret, or looked like a credential, and
+    was encrypted anyway. Mark it secret where it is made (``veil.secret``), or list its
+    path in ``allow_plaintext`` if it really is public."""

@@ -39,6 +39,12 @@ _remembered_version = 0
 def _remember(value: object) -> None:
     """Record the string leaves of a secret value for log redaction."""
     global _remembered_version
+    if type(value) is str:  # the common case, kept cheap
+        if len(value) >= _MIN_REMEMBERED and value not in _remembered:
+            with _remembered_lock:
+                _remembered.add(value)
+                _remembered_version += 1
+        return
     found: list[str] = []
     _collect_strings(value, found, 0)
     if not found:
@@ -54,9 +60,7 @@ def _collect_strings(value: object, out: list[str], depth: int) -> None:
     if isinstance(value, str):
         if len(value) >= _MIN_REMEMBERED:
             out.append(value)
-    elif isinstance(value, bytes):
-        return
-    elif depth > 64:
+    elif isinstance(value, bytes) or depth > 64:
         return
     elif isinstance(value, dict):
         for v in value.values():
@@ -162,7 +166,6 @@ class Secret(Generic[T]):
 
     def __iter__(self) -> Iterator[Any]:
         raise TypeError("a Secret is not iterable; reveal() it explicitly if you must")
-
 
 
 def reveal(value: Any) -> Any:

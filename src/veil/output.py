@@ -1,0 +1,1120 @@
+"""`Output`: a value that may arrive later, may be unknown, and may be secret.
+
+The API is Pulumi's Python ``Output`` (``apply``, lifting, ``all``, ``concat``,
+``format``, ``json_dumps``, ``secret``/``unsecret``, ``UNKNOWN``, ...), with the same
+known/secret/resources semantics: *known* is AND, *secret* is OR, *resources* are the
+union. The differences are documented in ``docs/outputs.md``; the main ones:
+
+- An Output whose value is already known is resolved on the spot. Building, combining
+  and reading known values needs no event loop and no asyncio machinery at all. Only
+  awaitables (and outputs waiting on them) are resolved by the event loop.
+- A function passed to ``apply`` on a known value runs at once, so its exception is
+  raised at the call site instead of surfacing at program exit.
+- ``str()`` of an Output raises :class:`veil.OutputToStringError`; ``repr`` never shows
+  a secret; pickling a secret is refused.
+- An ``apply`` whose function returns an awaitable that resolves to an Output is
+  flattened and keeps that Output's secretness.
+
+Internally a resolved Output is five plain fields. A pending one holds a ``_Cell`` that
+collects callbacks; when it settles, the callbacks run from one trampoline queue (never
+recursively, so chains of any length settle in constant stack depth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import (
+    Any,
+    Generic,
+    NoReturn,
+    TypeVar,
+    Union,
+    cast,
+    overload,
+)
+
+from .errors import (
+    OutputToStringError,
+    PendingOutputError,
+    SecretPickleError,
+    UnknownValueError,
+    UsageError,
+    VeilError,
+)
+from .secret import Secret, _remember
+
+__all__ = [
+    "UNKNOWN",
+    "Input",
+    "InputType",
+    "Inputs",
+    "Output",
+    "Unknown",
+    "contains_unknowns",
+    "deferred_output",
+]
+
+T = TypeVar("T")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T_co = TypeVar("T_co", covariant=True)
+U = TypeVar("U")
+
+# Pulumi's aliases, subscriptable at run time (Input[str]) as in Pulumi.
+Input = Union[T, Awaitable[T], "Output[T]"]
+Inputs = Mapping[str, "Input[Any]"]
+InputType = Union[T, Mapping[str, Any]]  # noqa: UP007
+
+Resources = frozenset[Any]
+_NO_RESOURCES: Resources = frozenset()
+
+# Leaf types that need no walking, no unknown check and no copying.
+_SCALARS: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes})
+
+
+class Unknown:
+    """A value that is not known yet (during a preview). Any instance counts."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+    def __reduce__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN = Unknown()
+"""The singleton unknown value."""
+
+
+def contains_unknowns(val: Any) -> bool:
+    """Whether ``val`` is, or holds in nested dicts, lists or tuples, an ``Unknown``.
+
+    Safe on cycles and on nesting of any depth.
+    """
+    t = type(val)
+    if t in _SCALARS:
+        return False
+    if isinstance(val, Unknown):
+        return True
+    if not isinstance(val, (dict, list, tuple)):
+        return False
+    seen: set[int] = set()
+    todo: list[Any] = [val]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, Unknown):
+            return True
+        if type(v) in _SCALARS:
+            continue
+        if isinstance(v, dict):
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            todo.extend(dict.values(v))
+        elif isinstance(v, (list, tuple)):
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+            todo.extend(v)
+    return False
+
+
+# --- settling machinery ------------------------------------------------------------------
+
+_queue: collections.deque[Callable[[], None]] = collections.deque()
+_draining = False
+
+
+def _schedule(cb: Callable[[], None]) -> None:
+    """Run ``cb`` from the trampoline: after the current callback, never nested."""
+    global _draining
+    _queue.append(cb)
+    if _draining:
+        return
+    _draining = True
+    try:
+        while _queue:
+            _queue.popleft()()
+    finally:
+        _draining = False
+
+
+class _Cell:
+    """The pending part of an Output: who waits for it, and how it failed."""
+
+    __slots__ = ("callbacks", "exc", "failed", "waiters")
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+        self.waiters: list[asyncio.Future[None]] = []
+        self.exc: BaseException | None = None
+        self.failed = False
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+# Awaitables met while no event loop was running: started by the first await.
+_unstarted: list[Callable[[asyncio.AbstractEventLoop], None]] = []
+# Strong references to running tasks (the loop keeps only weak ones).
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _start_unstarted(loop: asyncio.AbstractEventLoop) -> None:
+    while _unstarted:
+        _unstarted.pop(0)(loop)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _start(make: Callable[[], Awaitable[None]]) -> None:
+    """Run a coroutine on the running loop now, or on the first loop that awaits."""
+
+    def start(loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(cast(Any, make()))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+    loop = _running_loop()
+    if loop is not None:
+        start(loop)
+    else:
+        _unstarted.append(start)
+
+
+_Data = tuple[Any, bool, bool, Resources]  # value, known, secret, resources
+
+
+class Output(Generic[T_co]):
+    """A value of type ``T`` that may be pending, unknown or secret, and that depends
+    on a set of resources. API-compatible with ``pulumi.Output``."""
+
+    __slots__ = ("__weakref__", "_clean", "_known", "_pending", "_resources", "_secret", "_value")
+
+    _value: Any
+    _known: bool
+    _secret: bool
+    _resources: Resources
+    # True when the value holds no Output, Secret or awaitable: from_input need not walk it.
+    _clean: bool
+    _pending: _Cell | None
+
+    # --- construction ------------------------------------------------------------------
+
+    def __init__(
+        self,
+        resources: Awaitable[set[Any]] | set[Any],
+        future: Awaitable[T_co],
+        is_known: Awaitable[bool],
+        is_secret: Awaitable[bool] | None = None,
+    ) -> None:
+        """Pulumi's constructor: an Output from awaitables of its parts.
+
+        Most code never calls this; use :meth:`from_input`, :meth:`secret` or
+        :func:`deferred_output`.
+        """
+        self._init_pending()
+
+        async def gather() -> _Data:
+            res = resources if isinstance(resources, (set, frozenset)) else await resources
+            value = await future
+            known = bool(await is_known)
+            secret = bool(await is_secret) if is_secret is not None else False
+            return value, known, secret, frozenset(res)
+
+        self._settle_from(gather)
+
+    def _init_pending(self) -> None:
+        self._value = None
+        self._known = False
+        self._secret = False
+        self._resources = _NO_RESOURCES
+        self._clean = False
+        self._pending = _Cell()
+
+    @classmethod
+    def _make(
+        cls,
+        value: Any,
+        known: bool,
+        secret: bool,
+        resources: Resources,
+        clean: bool,
+    ) -> Output[Any]:
+        out: Output[Any] = object.__new__(Output)
+        out._value = value
+        out._known = known
+        out._secret = secret
+        out._resources = resources
+        out._clean = clean
+        out._pending = None
+        return out
+
+    @classmethod
+    def _new_pending(cls) -> Output[Any]:
+        out: Output[Any] = object.__new__(Output)
+        out._init_pending()
+        return out
+
+    def _settle(
+        self, value: Any, known: bool, secret: bool, resources: Resources, clean: bool
+    ) -> None:
+        cell = self._pending
+        if cell is None or cell.failed:
+            return
+        self._value = value
+        self._known = known
+        self._secret = secret
+        self._resources = resources
+        self._clean = clean
+        self._pending = None
+        self._fire(cell)
+
+    def _fail(self, exc: BaseException) -> None:
+        cell = self._pending
+        if cell is None or cell.failed:
+            return
+        cell.failed = True
+        cell.exc = exc
+        self._fire(cell)
+
+    @staticmethod
+    def _fire(cell: _Cell) -> None:
+        for fut in cell.waiters:
+            fut.get_loop().call_soon_threadsafe(_wake, fut)
+        cell.waiters = []
+        callbacks, cell.callbacks = cell.callbacks, []
+        for cb in callbacks:
+            _schedule(cb)
+
+    def _on_settled(self, cb: Callable[[], None]) -> None:
+        cell = self._pending
+        if cell is None or cell.failed:
+            _schedule(cb)
+        else:
+            cell.callbacks.append(cb)
+
+    def _follow(self, src: Output[Any]) -> None:
+        """Settle this pending Output with ``src``'s data, now or when it settles."""
+        cell = src._pending
+        if cell is None:
+            self._settle(src._value, src._known, src._secret, src._resources, src._clean)
+        elif cell.failed:
+            assert cell.exc is not None
+            self._fail(cell.exc)
+        else:
+            cell.callbacks.append(lambda: self._follow(src))
+
+    def _then(self, fn: Callable[[Output[Any]], Output[Any]]) -> Output[Any]:
+        """A pending Output that becomes ``fn(self)`` once this one is resolved.
+
+        A failure of this Output propagates without calling ``fn``.
+        """
+        out = Output._new_pending()
+
+        def run() -> None:
+            cell = self._pending
+            if cell is not None:  # failed
+                assert cell.exc is not None
+                out._fail(cell.exc)
+                return
+            try:
+                res = fn(self)
+            except BaseException as exc:
+                out._fail(exc)
+                return
+            out._follow(res)
+
+        self._on_settled(run)
+        return out
+
+    def _settle_from(self, make: Callable[[], Awaitable[_Data]]) -> None:
+        """Settle this pending Output from a coroutine run on the event loop."""
+
+        async def run() -> None:
+            try:
+                value, known, secret, resources = await make()
+            except BaseException as exc:
+                self._fail(exc)
+                return
+            known = known and not contains_unknowns(value)
+            self._settle(value, known, secret, resources, type(value) in _SCALARS)
+
+        _start(run)
+
+    @classmethod
+    def _from_awaitable(cls, aw: Awaitable[Any]) -> Output[Any]:
+        """A pending Output of an awaitable's (unwalked) result, known and not secret."""
+        out = Output._new_pending()
+
+        async def get() -> _Data:
+            return await aw, True, False, _NO_RESOURCES
+
+        out._settle_from(get)
+        return out
+
+    # --- private accessors used by the rest of veil ---------------------------------------
+
+    def _veil_snapshot_(self) -> tuple[bool, Any, bool, bool, Resources]:
+        """``(resolved, value, known, secret, resources)`` without waiting.
+
+        ``resolved`` is False while pending. A failed Output raises its exception.
+        """
+        cell = self._pending
+        if cell is None:
+            return True, self._value, self._known, self._secret, self._resources
+        if cell.failed:
+            assert cell.exc is not None
+            raise cell.exc
+        return False, None, False, False, _NO_RESOURCES
+
+    async def _veil_resolve_(self) -> _Data:
+        """``(value, known, secret, resources)``, awaiting a pending Output."""
+        cell = self._pending
+        if cell is not None:
+            loop = asyncio.get_running_loop()
+            _start_unstarted(loop)
+            if not cell.failed:
+                fut: asyncio.Future[None] = loop.create_future()
+                cell.waiters.append(fut)
+                await fut
+            if cell.failed:
+                assert cell.exc is not None
+                raise cell.exc
+        return self._value, self._known, self._secret, self._resources
+
+    def _veil_reveal_(self) -> Any:
+        resolved, value, known, _secret, _res = self._veil_snapshot_()
+        if not resolved:
+            raise PendingOutputError(
+                "this Output is still pending: await o.future() in async code, or save "
+                "with the async API, instead of reading it synchronously"
+            )
+        if not known:
+            raise UnknownValueError(
+                "this Output is unknown (a preview value): it has no value to reveal"
+            )
+        return value
+
+    def _veil_is_secret_(self) -> bool:
+        resolved, _v, _k, secret, _r = self._veil_snapshot_()
+        if not resolved:
+            raise PendingOutputError(
+                "this Output is still pending: use 'await o.is_secret()' instead"
+            )
+        return secret
+
+    # --- Pulumi's awaitable accessors ------------------------------------------------------
+
+    async def future(self, with_unknowns: bool | None = None) -> T_co | None:
+        """The value; ``None`` if it holds unknowns, unless ``with_unknowns``."""
+        value, _known, _secret, _res = await self._veil_resolve_()
+        if not with_unknowns and contains_unknowns(value):
+            return None
+        return cast("T_co", value)
+
+    async def is_known(self) -> bool:
+        """Whether the value is known (False during a preview for computed values)."""
+        return (await self._veil_resolve_())[1]
+
+    async def is_secret(self) -> bool:
+        """Whether the value is secret."""
+        return (await self._veil_resolve_())[2]
+
+    async def resources(self) -> set[Any]:
+        """The resources this value depends on."""
+        return set((await self._veil_resolve_())[3])
+
+    def get(self) -> T_co:
+        """Refused, as in Pulumi: use :meth:`apply` (or :func:`veil.reveal`)."""
+        raise VeilError(
+            "Cannot call '.get' during update or preview. To manipulate the value of this "
+            "Output, use '.apply' instead (or veil.reveal(o) to take the plaintext out)."
+        )
+
+    # --- transformations ------------------------------------------------------------------
+
+    def apply(self, func: Callable[[T_co], Input[U]], run_with_unknowns: bool = False) -> Output[U]:
+        """An Output of ``func(value)``, carrying this Output's secretness and resources.
+
+        ``func`` runs only when the value is known (or when ``run_with_unknowns``); on
+        an unknown value the result is unknown and keeps the secret flag. ``func`` may
+        return a value, an awaitable or an Output; an Output (also one an awaitable
+        resolves to) is flattened and its secretness and resources are added.
+        """
+        if self._pending is not None:
+            return self._then(lambda src: src.apply(func, run_with_unknowns))
+        known = self._known
+        if not known and not run_with_unknowns:
+            return Output._make(None, False, self._secret, self._resources, True)
+        value = self._value
+        if not known and not contains_unknowns(value):
+            value = UNKNOWN
+        result = func(value)
+        if type(result) in _SCALARS:
+            return Output._make(result, True, self._secret, self._resources, True)
+        return self._absorb(result)
+
+    def _absorb(self, result: Any) -> Output[Any]:
+        """Combine this Output's secretness and resources with ``func``'s result."""
+        if isinstance(result, Output):
+            if result._pending is not None:
+                return result._then(self._absorb)
+            return Output._make(
+                result._value,
+                result._known,
+                result._secret or self._secret,
+                self._resources | result._resources if result._resources else self._resources,
+                result._clean,
+            )
+        if inspect.isawaitable(result):
+            return Output._from_awaitable(result)._then(lambda src: self._absorb(src._value))
+        known = not contains_unknowns(result)
+        return Output._make(result, known, self._secret, self._resources, False)
+
+    def __getattr__(self, item: str) -> Output[Any]:
+        """Lift an attribute: ``o.x`` is ``o.apply(lambda v: v.x)`` (unknowns stay unknown)."""
+        if item.startswith("__"):
+            raise AttributeError(f"'Output' object has no attribute '{item}'")
+
+        def lift(v: Any) -> Any:
+            return UNKNOWN if isinstance(v, Unknown) else getattr(v, item)
+
+        return self.apply(lift, True)
+
+    def __getitem__(self, key: Any) -> Output[Any]:
+        """Lift an item: ``o[k]`` is ``o.apply(lambda v: v[k])`` (unknowns stay unknown)."""
+
+        def lift(v: Any) -> Any:
+            return UNKNOWN if isinstance(v, Unknown) else v[key]
+
+        return self.apply(lift, True)
+
+    # --- leak-proofing ------------------------------------------------------------------
+
+    def __iter__(self) -> NoReturn:
+        raise TypeError(
+            "'Output' object is not iterable, consider iterating the underlying value "
+            "inside an 'apply'"
+        )
+
+    def __str__(self) -> str:
+        raise OutputToStringError(_TO_STRING_MESSAGE)
+
+    def __format__(self, format_spec: str) -> str:
+        raise OutputToStringError(_TO_STRING_MESSAGE)
+
+    def __bytes__(self) -> bytes:
+        raise OutputToStringError(_TO_STRING_MESSAGE)
+
+    def __repr__(self) -> str:
+        cell = self._pending
+        if cell is not None:
+            return "Output(<failed>)" if cell.failed else "Output(<pending>)"
+        if self._secret:
+            return "Output([secret])"
+        if not self._known:
+            return "Output(<unknown>)"
+        try:
+            return f"Output({self._value!r})"
+        except Exception:
+            return "Output(<unrepresentable>)"
+
+    def __reduce__(self) -> Any:
+        cell = self._pending
+        if cell is not None:
+            raise PendingOutputError("a pending Output cannot be pickled; await it first")
+        if self._secret:
+            raise SecretPickleError(
+                "a secret Output cannot be pickled: the pickle would hold its plaintext. "
+                "Store it with veil.state.dumps, which encrypts it."
+            )
+        return (
+            Output._make,
+            (self._value, self._known, False, self._resources, self._clean),
+        )
+
+    def __copy__(self) -> Output[T_co]:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Output[T_co]:
+        return self
+
+    # --- constructors and combinators --------------------------------------------------
+
+    @overload
+    @staticmethod
+    def from_input(val: Output[U]) -> Output[U]: ...
+
+    @overload
+    @staticmethod
+    def from_input(val: Input[U]) -> Output[U]: ...
+
+    @staticmethod
+    def from_input(val: Input[U]) -> Output[U]:
+        """An Output of ``val`` with every nested input unwrapped.
+
+        Unwraps Outputs, awaitables and :class:`veil.Secret` anywhere inside dicts
+        (their keys too), lists, tuples, dataclasses, attrs instances and Pulumi input
+        classes. The result is secret if anything inside was, unknown if anything was
+        unknown, and depends on the union of all resources.
+        """
+        if isinstance(val, Output):
+            if val._clean:
+                return val
+        elif type(val) in _SCALARS:
+            return Output._make(val, True, False, _NO_RESOURCES, True)
+        return _unwrap(val)
+
+    @staticmethod
+    def secret(val: Input[U]) -> Output[U]:
+        """An Output of ``val`` (unwrapped as by :meth:`from_input`) marked secret."""
+        out = Output.from_input(val)
+        if out._pending is None:
+            if out._known:
+                _remember(out._value)
+            return Output._make(out._value, out._known, True, out._resources, out._clean)
+
+        def mark(src: Output[Any]) -> Output[Any]:
+            if src._known:
+                _remember(src._value)
+            return Output._make(src._value, src._known, True, src._resources, src._clean)
+
+        return out._then(mark)
+
+    @staticmethod
+    def unsecret(val: Input[U]) -> Output[U]:
+        """The same Output, no longer marked secret. The explicit way to declassify."""
+        out = Output.from_input(val)
+        if out._pending is None:
+            return Output._make(out._value, out._known, False, out._resources, out._clean)
+        return out._then(
+            lambda src: Output._make(src._value, src._known, False, src._resources, src._clean)
+        )
+
+    @overload
+    @staticmethod
+    def all(*args: Output[Any]) -> Output[list[Any]]: ...
+
+    @overload
+    @staticmethod
+    def all(**kwargs: Output[Any]) -> Output[dict[str, Any]]: ...
+
+    @overload
+    @staticmethod
+    def all(*args: Input[Any]) -> Output[list[Any]]: ...
+
+    @overload
+    @staticmethod
+    def all(**kwargs: Input[Any]) -> Output[dict[str, Any]]: ...
+
+    @staticmethod
+    def all(*args: Input[Any], **kwargs: Input[Any]) -> Output[list[Any]] | Output[dict[str, Any]]:
+        """An Output of the list of ``args`` (or the dict of ``kwargs``), each unwrapped.
+
+        Known if all are, secret if any is, with the union of their resources. Mixing
+        positional and keyword inputs raises :class:`veil.UsageError` (a ``ValueError``).
+        """
+        if args and kwargs:
+            raise UsageError("Output.all() was supplied a mix of named and unnamed inputs")
+        if kwargs:
+            return cast("Output[dict[str, Any]]", _all_fast(list(kwargs.values()), list(kwargs)))
+        return cast("Output[list[Any]]", _all_fast(list(args), None))
+
+    @staticmethod
+    def concat(*args: Input[str]) -> Output[str]:
+        """An Output of the concatenation of string inputs."""
+        return Output.all(*args).apply("".join)
+
+    @staticmethod
+    def format(
+        format_string: Input[str], *args: Input[object], **kwargs: Input[object]
+    ) -> Output[str]:
+        """``str.format`` over inputs; the format string may itself be an Output."""
+        joined = Output.all(format_string, Output.all(*args), Output.all(**kwargs))
+
+        def fmt(parts: list[Any]) -> str:
+            fs, a, kw = parts
+            return cast(str, fs).format(*(a or ()), **(kw or {}))
+
+        return joined.apply(fmt)
+
+    @staticmethod
+    def json_dumps(
+        obj: Input[Any],
+        *,
+        skipkeys: bool = False,
+        ensure_ascii: bool = True,
+        check_circular: bool = True,
+        allow_nan: bool = True,
+        cls: type[json.JSONEncoder] | None = None,
+        indent: int | str | None = None,
+        separators: tuple[str, str] | None = None,
+        default: Callable[[Any], Any] | None = None,
+        sort_keys: bool = False,
+        **kw: Any,
+    ) -> Output[str]:
+        """``json.dumps`` of an input; Outputs and Secrets anywhere inside are resolved
+        and their secretness, unknownness and resources carried over."""
+        out = Output.from_input(obj)
+
+        def dump(src: Output[Any]) -> Output[str]:
+            if not src._known:
+                return Output._make(None, False, src._secret, src._resources, True)
+            seen = _Seen()
+            base = cls or json.JSONEncoder
+            user_default = default
+
+            class _Encoder(base):  # type: ignore[valid-type, misc]
+                def default(self, o: Any) -> Any:
+                    if isinstance(o, Output):
+                        resolved, value, known, secret, res = o._veil_snapshot_()
+                        if not resolved:
+                            raise _NeedsAwait(o)
+                        seen.secret = seen.secret or secret
+                        seen.resources |= res
+                        if not known:
+                            seen.unknown = True
+                            return None
+                        return value
+                    if isinstance(o, Secret):
+                        seen.secret = True
+                        return o.reveal()
+                    if user_default is not None:
+                        return user_default(o)
+                    return super().default(o)
+
+            try:
+                text = json.dumps(
+                    src._value,
+                    skipkeys=skipkeys,
+                    ensure_ascii=ensure_ascii,
+                    check_circular=check_circular,
+                    allow_nan=allow_nan,
+                    cls=_Encoder,
+                    indent=indent,
+                    separators=separators,
+                    sort_keys=sort_keys,
+                    **kw,
+                )
+            except _NeedsAwait as need:
+                # An Output hidden inside an opaque object is still pending: wait for it
+                # and dump again.
+                return need.output._then(lambda _o: dump(src))
+            secret = src._secret or seen.secret
+            resources = src._resources | seen.resources
+            if seen.unknown:
+                return Output._make(None, False, secret, resources, True)
+            return Output._make(text, True, secret, resources, True)
+
+        if out._pending is None:
+            return dump(out)
+        return out._then(dump)
+
+    @staticmethod
+    def json_loads(
+        s: Input[str | bytes | bytearray],
+        *,
+        cls: type[json.JSONDecoder] | None = None,
+        object_hook: Callable[[dict[Any, Any]], Any] | None = None,
+        parse_float: Callable[[str], Any] | None = None,
+        parse_int: Callable[[str], Any] | None = None,
+        parse_constant: Callable[[str], Any] | None = None,
+        object_pairs_hook: Callable[[list[tuple[Any, Any]]], Any] | None = None,
+        **kwds: Any,
+    ) -> Output[Any]:
+        """``json.loads`` of a string input, keeping its secretness."""
+
+        def loads(text: str | bytes | bytearray) -> Any:
+            return json.loads(
+                text,
+                cls=cls,
+                object_hook=object_hook,
+                parse_float=parse_float,
+                parse_int=parse_int,
+                parse_constant=parse_constant,
+                object_pairs_hook=object_pairs_hook,
+                **kwds,
+            )
+
+        text: Output[str | bytes | bytearray] = Output.from_input(s)
+        return text.apply(loads)
+
+
+_TO_STRING_MESSAGE = (
+    "Calling __str__ on an Output[T] is not supported: its value may not exist yet and "
+    "may be secret.\n"
+    "To get the value of an Output[T] as an Output[str] consider:\n"
+    '1. o.apply(lambda v: f"prefix{v}suffix")\n'
+    '2. Output.format("prefix{0}suffix", o)\n'
+    '3. Output.concat("prefix", o, "suffix")'
+)
+
+
+class _Seen:
+    __slots__ = ("resources", "secret", "unknown")
+
+    def __init__(self) -> None:
+        self.secret = False
+        self.unknown = False
+        self.resources: Resources = _NO_RESOURCES
+
+
+class _NeedsAwait(Exception):
+    def __init__(self, output: Output[Any]) -> None:
+        super().__init__()
+        self.output = output
+
+
+def deferred_output() -> tuple[Output[T], Callable[[Output[T]], None]]:
+    """A pending Output and the function that resolves it from another Output.
+
+    Resolving twice raises :class:`veil.UsageError`. When the given Output is already
+    resolved, the deferred one resolves at once, without an event loop.
+    """
+    out = Output._new_pending()
+    done = False
+
+    def resolve(o: Output[T]) -> None:
+        nonlocal done
+        if done:
+            raise UsageError("Deferred Output has already been resolved")
+        done = True
+        out._follow(Output.from_input(o))
+
+    return cast("Output[T]", out), resolve
+
+
+# --- Output.all ---------------------------------------------------------------------
+
+
+def _all_fast(items: list[Any], names: list[str] | None) -> Output[Any]:
+    """Output.all: a tight loop for the common case of resolved Outputs and scalars."""
+    values: list[Any] = []
+    known = True
+    secret = False
+    resources: Resources = _NO_RESOURCES
+    append = values.append
+    for item in items:
+        t = type(item)
+        if t is Output and item._pending is None and item._clean:
+            append(item._value)
+            if not item._known:
+                known = False
+                if not contains_unknowns(item._value):
+                    values[-1] = UNKNOWN
+            if item._secret:
+                secret = True
+            if item._resources:
+                resources = resources | item._resources
+        elif t in _SCALARS:
+            append(item)
+        else:
+            # Anything else: unwrap the whole argument list the general way.
+            whole = _unwrap(items)
+            if names is None:
+                return whole
+            return whole.apply(lambda vs: dict(zip(names, vs, strict=True)))
+    value: Any = values if names is None else dict(zip(names, values, strict=True))
+    return Output._make(value, known, secret, resources, True)
+
+
+# --- from_input: one iterative walker, driven synchronously or by callbacks ---------------
+
+
+class _Acc:
+    """What the walk has seen so far."""
+
+    __slots__ = ("known", "resources", "secret")
+
+    def __init__(self) -> None:
+        self.known = True
+        self.secret = False
+        self.resources: Resources = _NO_RESOURCES
+
+    def merge(self, known: bool, secret: bool, resources: Resources) -> None:
+        if not known:
+            self.known = False
+        if secret:
+            self.secret = True
+        if resources:
+            self.resources = self.resources | resources
+
+
+_IN_PROGRESS = object()
+
+# Frame kinds.
+_DICT, _LIST, _TUPLE, _OBJ = 0, 1, 2, 3
+
+
+def _rebuildable_fields(val: Any) -> list[str] | None:
+    """Field names to unwrap for dataclasses, attrs classes and Pulumi input classes."""
+    cls = type(val)
+    if dataclasses.is_dataclass(cls):
+        return [f.name for f in dataclasses.fields(val) if f.init]
+    attrs_fields = getattr(cls, "__attrs_attrs__", None)
+    if attrs_fields is not None:
+        return [
+            a.alias if getattr(a, "alias", None) else a.name.lstrip("_")
+            for a in attrs_fields
+            if a.init
+        ]
+    if hasattr(cls, "_pulumi_input_type") and hasattr(val, "__dict__"):
+        return list(vars(val))
+    return None
+
+
+def _get_field(val: Any, name: str) -> Any:
+    cls = type(val)
+    attrs_fields = getattr(cls, "__attrs_attrs__", None)
+    if attrs_fields is not None:
+        for a in attrs_fields:
+            alias = a.alias if getattr(a, "alias", None) else a.name.lstrip("_")
+            if alias == name:
+                return getattr(val, a.name)
+    if hasattr(cls, "_pulumi_input_type") and not dataclasses.is_dataclass(cls):
+        return vars(val)[name]
+    return getattr(val, name)
+
+
+class _Frame:
+    __slots__ = ("changed", "index", "items", "key", "kind", "orig", "result")
+
+    def __init__(self, kind: int, orig: Any, items: list[Any], result: Any) -> None:
+        self.kind = kind
+        self.orig = orig
+        self.items = items
+        self.index = 0
+        self.result = result
+        self.key: Any = None
+        self.changed = False
+
+
+def _walk(root: Any, acc: _Acc) -> Generator[Output[Any], None, Any]:
+    """Unwrap ``root``; yields each pending Output it needs, and is resumed once that
+    Output has settled. Returns the unwrapped value. Iterative, so any depth works;
+    shared and cyclic dicts and lists are reproduced, not walked twice or forever."""
+    memo: dict[int, Any] = {}
+    stack: list[_Frame] = []
+    cur = root
+    while True:
+        # 1. Turn `cur` into a finished value, or push a frame for it.
+        pushed = False
+        while True:
+            if type(cur) in _SCALARS:
+                break
+            if isinstance(cur, Output):
+                if cur._pending is not None:
+                    yield cur
+                    _r, value, known, secret, res = cur._veil_snapshot_()
+                else:
+                    value, known, secret, res = cur._value, cur._known, cur._secret, cur._resources
+                acc.merge(known, secret, res)
+                if not known and not contains_unknowns(value):
+                    cur = UNKNOWN
+                    break
+                clean = cur._clean
+                cur = value
+                if clean:
+                    break
+                continue
+            if isinstance(cur, Secret):
+                acc.secret = True
+                cur = cur.reveal()
+                continue
+            if isinstance(cur, Unknown):
+                acc.known = False
+                break
+            names = None
+            if isinstance(cur, dict):
+                kind = _DICT
+            elif isinstance(cur, list):
+                kind = _LIST
+            elif isinstance(cur, tuple):
+                kind = _TUPLE
+            elif inspect.isawaitable(cur):
+                cur = Output._from_awaitable(cur)
+                continue
+            else:
+                names = _rebuildable_fields(cur)
+                if names is None:
+                    break  # any other object is a leaf
+                kind = _OBJ
+            seen = memo.get(id(cur))
+            if seen is not None:
+                if seen is _IN_PROGRESS:
+                    raise UsageError(
+                        "from_input: a reference cycle runs through a tuple or an object; "
+                        "only dicts and lists may refer back to themselves"
+                    )
+                cur = seen
+                break
+            if kind == _DICT:
+                frame = _Frame(kind, cur, list(dict.items(cur)), {})
+                memo[id(cur)] = frame.result
+            elif kind == _LIST:
+                frame = _Frame(kind, cur, list.copy(cur), [])
+                memo[id(cur)] = frame.result
+            elif kind == _TUPLE:
+                frame = _Frame(kind, cur, list(cur), [])
+                memo[id(cur)] = _IN_PROGRESS
+            else:
+                assert names is not None
+                frame = _Frame(kind, cur, [(n, _get_field(cur, n)) for n in names], {})
+                memo[id(cur)] = _IN_PROGRESS
+            stack.append(frame)
+            pushed = True
+            break
+
+        # 2. Hand a finished value to the frame above.
+        if not pushed:
+            if not stack:
+                return cur
+            _store(stack[-1], cur)
+
+        # 3. Find the next value to visit, finishing frames on the way.
+        while True:
+            frame = stack[-1]
+            nxt = _next_child(frame)
+            if nxt is not _FRAME_DONE:
+                cur = nxt
+                break
+            stack.pop()
+            value = _finish(frame, memo)
+            if not stack:
+                return value
+            _store(stack[-1], value)
+
+
+_FRAME_DONE = object()
+_KEY_PENDING = object()
+
+
+class _Key:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _store(frame: _Frame, value: Any) -> None:
+    """Record a finished child value in its frame."""
+    kind = frame.kind
+    if kind == _DICT:
+        if frame.key is _KEY_PENDING:
+            frame.key = _Key(value)
+            return
+        key = frame.key
+        frame.key = None
+        frame.result[key.value] = value
+    elif kind == _OBJ:
+        name, original = frame.items[frame.index - 1]
+        if value is not original:
+            frame.changed = True
+        frame.result[name] = value
+    else:
+        frame.result.append(value)
+
+
+def _next_child(frame: _Frame) -> Any:
+    """The next child of a frame to visit; plain children are stored on the way."""
+    kind = frame.kind
+    items = frame.items
+    n = len(items)
+    i = frame.index
+    if kind == _DICT:
+        result = frame.result
+        if isinstance(frame.key, _Key):
+            return items[i - 1][1]  # the key is done; now its value
+        while i < n:
+            k, v = items[i]
+            i += 1
+            if type(k) in _SCALARS or not _needs_walk(k):
+                if type(v) in _SCALARS:
+                    result[k] = v
+                    continue
+                frame.index = i
+                frame.key = _Key(k)
+                return v
+            frame.index = i
+            frame.key = _KEY_PENDING
+            return k
+        frame.index = i
+        return _FRAME_DONE
+    if kind == _OBJ:
+        if i < n:
+            frame.index = i + 1
+            return items[i][1]
+        return _FRAME_DONE
+    append = frame.result.append
+    while i < n:
+        v = items[i]
+        i += 1
+        if type(v) in _SCALARS:
+            append(v)
+            continue
+        frame.index = i
+        return v
+    frame.index = i
+    return _FRAME_DONE
+
+
+def _needs_walk(k: Any) -> bool:
+    return isinstance(k, (Output, Secret)) or inspect.isawaitable(k)
+
+
+def _finish(frame: _Frame, memo: dict[int, Any]) -> Any:
+    kind = frame.kind
+    if kind in (_DICT, _LIST):
+        return frame.result
+    orig = frame.orig
+    if kind == _TUPLE:
+        value: Any = tuple(frame.result)
+    elif not frame.changed:
+        value = orig
+    else:
+        value = type(orig)(**frame.result)
+    memo[id(orig)] = value
+    return value
+
+
+def _unwrap(val: Any) -> Output[Any]:
+    """from_input's general path: walk synchronously, continue by callbacks if needed."""
+    acc = _Acc()
+    gen = _walk(val, acc)
+    try:
+        waiting = next(gen)
+    except StopIteration as stop:
+        return Output._make(stop.value, acc.known, acc.secret, acc.resources, True)
+    out = Output._new_pending()
+
+    def resume(src: Output[Any]) -> None:
+        def step() -> None:
+            try:
+                nxt = gen.send(None)
+            except StopIteration as stop:
+                out._settle(stop.value, acc.known, acc.secret, acc.resources, True)
+                return
+            except BaseException as exc:
+                out._fail(exc)
+                return
+            resume(nxt)
+
+        src._on_settled(step)
+
+    resume(waiting)
+    return out
