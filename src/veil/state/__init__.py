@@ -1,0 +1,34 @@
+"""State: the encrypted document format and the stores that keep documents.
+
+``dumps``/``loads`` turn a tree of plain values, Secrets and Outputs into a readable
+JSON document where each secret leaf is sealed on its own (see ``docs/format.md``);
+a :class:`StateStore` keeps the bytes per stack, atomically and under a lock.
+"""
+
+from __future__ import annotations
+
+from .store import (
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_STATE_URL,
+    FileStore,
+    HistoryEntry,
+    LockInfo,
+    StackLock,
+    StateStore,
+    register_store_scheme,
+    store_from_url,
+    validate_stack_name,
+)
+
+__all__ = [
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_STATE_URL",
+    "FileStore",
+    "HistoryEntry",
+    "LockInfo",
+    "StackLock",
+    "StateStore",
+    "register_store_scheme",
+    "store_from_url",
+    "validate_stack_name",
+]

@@ -1,0 +1,684 @@
+"""Where state documents live: the :class:`StateStore` interface and :class:`FileStore`.
+
+A store moves opaque bytes per stack name; it never parses a document. Everything a
+store promises is in :class:`StateStore`: atomic writes, one writer per stack at a time
+(:meth:`StateStore.lock`), and the last few versions kept as history. A store for S3 or
+a database implements the same few methods.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import datetime as _dt
+import getpass
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+import attrs
+
+from ..errors import InvalidStackNameError, StackNotFoundError, StateError, StateLockedError
+
+__all__ = [
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_STATE_URL",
+    "FileStore",
+    "HistoryEntry",
+    "LockInfo",
+    "StackLock",
+    "StateStore",
+    "register_store_scheme",
+    "store_from_url",
+    "validate_stack_name",
+]
+
+DEFAULT_STATE_URL = "file://./.veil"
+"""The store used when none is configured: a ``.veil`` folder in the current directory."""
+
+DEFAULT_HISTORY_SIZE = 10
+"""How many versions of each stack a store keeps by default (the current one included)."""
+
+_STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def validate_stack_name(stack: object) -> str:
+    """Return ``stack`` if it is a valid stack name, else raise :class:`InvalidStackNameError`.
+
+    A valid name is 1 to 100 characters from ``A-Z a-z 0-9 . _ -`` and starts with a
+    letter or digit, so it is safe as a file name and as an object-store key: no path
+    separators, no ``..``, no hidden files.
+    """
+    if not isinstance(stack, str):
+        raise InvalidStackNameError(f"a stack name must be a str, not {type(stack).__name__}")
+    if not _STACK_NAME.fullmatch(stack):
+        shown = stack if len(stack) <= 120 else stack[:120] + "..."
+        raise InvalidStackNameError(
+            f"invalid stack name {shown!r}: use 1 to 100 characters from A-Z a-z 0-9 . _ - "
+            "starting with a letter or digit (no '/', no '..')"
+        )
+    return stack
+
+
+@attrs.frozen
+class LockInfo:
+    """Who holds a stack's lock: what a :class:`StateLockedError` message reports."""
+
+    owner: str
+    host: str
+    pid: int
+    time: str  # ISO 8601, UTC
+    token: str = attrs.field(default="", repr=False)  # tells two holders apart
+
+    def describe(self) -> str:
+        """A one-line human description of the holder."""
+        return f"{self.owner} on host {self.host} (pid {self.pid}) since {self.time}"
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "owner": self.owner,
+                "host": self.host,
+                "pid": self.pid,
+                "time": self.time,
+                "token": self.token,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> LockInfo | None:
+        """Parse a lock record; None if it is not one (for example half written)."""
+        try:
+            raw = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(raw, dict):
+            return None
+        owner, host, pid, time = (raw.get(k) for k in ("owner", "host", "pid", "time"))
+        token = raw.get("token", "")
+        if not (
+            isinstance(owner, str)
+            and isinstance(host, str)
+            and isinstance(pid, int)
+            and not isinstance(pid, bool)
+            and isinstance(time, str)
+            and isinstance(token, str)
+        ):
+            return None
+        return cls(owner=owner, host=host, pid=pid, time=time, token=token)
+
+    @classmethod
+    def current(cls, owner: str | None = None) -> LockInfo:
+        """A record for this process, now."""
+        return cls(
+            owner=owner if owner is not None else _default_owner(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            time=_now(),
+            token=secrets.token_hex(16),
+        )
+
+
+@attrs.frozen
+class HistoryEntry:
+    """One kept version of a stack. ``version`` grows by one on every write."""
+
+    stack: str
+    version: int
+    time: str  # ISO 8601, UTC, when it was written
+    size: int
+
+
+class StackLock(abc.ABC):
+    """A held lock on one stack. Release it with :meth:`release` or a ``with`` block.
+
+    While it is held, writes to the stack through the store that made it succeed and
+    every other writer (another store object, thread or process) gets
+    :class:`StateLockedError`.
+    """
+
+    stack: str
+    info: LockInfo
+
+    @property
+    @abc.abstractmethod
+    def held(self) -> bool:
+        """Whether this object still holds the lock (False after :meth:`release`)."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Give the lock up. Calling it again does nothing."""
+
+    def __enter__(self) -> StackLock:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class StateStore(abc.ABC):
+    """Stores the bytes of each stack's state document.
+
+    Implementations promise:
+
+    - :meth:`write` is atomic: a reader (or a crash) sees the old bytes or the new ones.
+    - :meth:`lock` gives one writer a stack at a time; :meth:`write` and :meth:`delete`
+      outside a held lock take the lock for their own duration, so a conflicting writer
+      always gets :class:`StateLockedError` naming the holder.
+    - :meth:`history` lists the kept versions, newest first; the current one is first.
+    - Stack names are checked with :func:`validate_stack_name`
+      (:class:`InvalidStackNameError`).
+    """
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """A URL that :func:`store_from_url` accepts for this store."""
+
+    @abc.abstractmethod
+    def read(self, stack: str) -> bytes:
+        """The current bytes of ``stack``; :class:`StackNotFoundError` if there are none."""
+
+    @abc.abstractmethod
+    def write(self, stack: str, data: bytes) -> None:
+        """Replace the bytes of ``stack`` atomically, creating it if needed."""
+
+    @abc.abstractmethod
+    def exists(self, stack: str) -> bool:
+        """Whether ``stack`` has been written and not deleted."""
+
+    @abc.abstractmethod
+    def list_stacks(self) -> list[str]:
+        """The names of all stacks, sorted."""
+
+    @abc.abstractmethod
+    def delete(self, stack: str) -> None:
+        """Remove ``stack`` and its history; :class:`StackNotFoundError` if missing."""
+
+    @abc.abstractmethod
+    def lock(self, stack: str, *, owner: str | None = None) -> StackLock:
+        """Take the write lock of ``stack`` or raise :class:`StateLockedError`.
+
+        ``owner`` names the holder in other writers' errors (default: the user name).
+        """
+
+    @abc.abstractmethod
+    def lock_info(self, stack: str) -> LockInfo | None:
+        """Who holds the lock of ``stack`` now, or None."""
+
+    @abc.abstractmethod
+    def break_lock(self, stack: str) -> LockInfo | None:
+        """Remove the lock of ``stack`` whoever holds it; return the removed holder.
+
+        For a lock left by a crashed process on another host. The holder's next
+        write fails with :class:`StateLockedError` instead of overwriting.
+        """
+
+    @abc.abstractmethod
+    def history(self, stack: str) -> list[HistoryEntry]:
+        """The kept versions of ``stack``, newest (current) first."""
+
+    @abc.abstractmethod
+    def read_version(self, stack: str, version: int) -> bytes:
+        """The bytes of one kept version; :class:`StackNotFoundError` if not kept."""
+
+
+# --- the file store ------------------------------------------------------------------
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _default_owner() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (containers)
+        return "unknown"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    # On POSIX a rename is durable only once its folder is synced.
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that ``path`` holds the old or the new bytes."""
+    folder = path.parent
+    tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+class _FileStackLock(StackLock):
+    def __init__(self, store: FileStore, stack: str, info: LockInfo) -> None:
+        self.stack = stack
+        self.info = info
+        self._store = store
+        self._held = True
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        self._store._release(self)
+
+    def __repr__(self) -> str:
+        return f"<StackLock {self.stack!r} held={self._held}>"
+
+
+class FileStore(StateStore):
+    """Stacks as files in a local folder.
+
+    Layout under ``root``: ``stacks/<stack>.json`` (current state, mode 0600),
+    ``locks/<stack>.lock`` (JSON holder record, created with ``O_CREAT|O_EXCL``),
+    ``history/<stack>/<version>.json`` (the last ``history_size`` versions). Folders
+    are created with mode 0700.
+
+    A lock whose holder process is dead on this same host is taken over
+    automatically; a lock from another host must be broken with :meth:`break_lock`.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, history_size: int = DEFAULT_HISTORY_SIZE):
+        if history_size < 0:
+            raise StateError(f"history_size must be >= 0, not {history_size}")
+        self.root = Path(root).expanduser().absolute()
+        self.history_size = history_size
+        self._held: dict[str, _FileStackLock] = {}
+        self._mutex = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.root)!r}, history_size={self.history_size})"
+
+    @property
+    def url(self) -> str:
+        return "file://" + str(self.root)
+
+    # paths
+
+    def _state_path(self, stack: str) -> Path:
+        return self.root / "stacks" / f"{validate_stack_name(stack)}.json"
+
+    def _lock_path(self, stack: str) -> Path:
+        return self.root / "locks" / f"{validate_stack_name(stack)}.lock"
+
+    def _history_dir(self, stack: str) -> Path:
+        return self.root / "history" / validate_stack_name(stack)
+
+    def _ensure_dir(self, path: Path) -> None:
+        # Only new folders get 0700 (parents too): a user's own existing folder stays
+        # as they made it.
+        if path.is_dir():
+            return
+        missing = []
+        while not path.exists():
+            missing.append(path)
+            path = path.parent
+        for folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir(mode=0o700)
+
+    # reading
+
+    def read(self, stack: str) -> bytes:
+        path = self._state_path(stack)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise StackNotFoundError(
+                f"no stack {stack!r} in {self.url}; known stacks: "
+                f"{', '.join(self.list_stacks()) or '(none)'}"
+            ) from None
+
+    def exists(self, stack: str) -> bool:
+        return self._state_path(stack).is_file()
+
+    def list_stacks(self) -> list[str]:
+        folder = self.root / "stacks"
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            if name.endswith(".json") and _STACK_NAME.fullmatch(name[:-5]):
+                out.append(name[:-5])
+        return sorted(out)
+
+    # locking
+
+    def lock(self, stack: str, *, owner: str | None = None) -> StackLock:
+        validate_stack_name(stack)
+        with self._mutex:
+            if stack in self._held:
+                held = self._held[stack]
+                raise StateLockedError(
+                    f"stack {stack!r} is already locked by this store object "
+                    f"({held.info.describe()}); release that lock first"
+                )
+            info = LockInfo.current(owner)
+            self._acquire(stack, info)
+            lock = _FileStackLock(self, stack, info)
+            self._held[stack] = lock
+            return lock
+
+    def _acquire(self, stack: str, info: LockInfo) -> None:
+        path = self._lock_path(stack)
+        self._ensure_dir(path.parent)
+        # Two rounds at most: the second follows the takeover of a stale lock.
+        for _ in range(3):
+            if self._try_create(path, info):
+                return
+            holder = self._read_lock(path)
+            if holder is None:
+                # Being written right now, or an empty record from a crash mid-write.
+                holder = self._wait_for_record(path)
+                if holder is None:
+                    continue
+            if holder.host == socket.gethostname() and not _pid_alive(holder.pid):
+                self._take_over_stale(path, holder)
+                continue
+            raise self._locked_error(stack, holder)
+        holder = self._read_lock(path)
+        if holder is not None:
+            raise self._locked_error(stack, holder)
+        raise StateLockedError(f"could not take the lock of stack {stack!r} (contended); try again")
+
+    def _locked_error(self, stack: str, holder: LockInfo) -> StateLockedError:
+        return StateLockedError(
+            f"stack {stack!r} is locked by {holder.describe()}. "
+            "Wait for that run to finish. If it crashed on another host, break the lock "
+            f"with FileStore({str(self.root)!r}).break_lock({stack!r}) "
+            f"(or delete {self._lock_path(stack)})."
+        )
+
+    @staticmethod
+    def _try_create(path: Path, info: LockInfo) -> bool:
+        try:
+            fd = os.open(
+                path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600
+            )
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, info.to_json())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+
+    @staticmethod
+    def _read_lock(path: Path) -> LockInfo | None:
+        try:
+            return LockInfo.from_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def _wait_for_record(self, path: Path) -> LockInfo | None:
+        """A lock file without a valid record: give its writer a moment, then judge it.
+
+        A record is written right after the file is created; one that stays empty or
+        unreadable comes from a crash between the two and is removed.
+        """
+        import time
+
+        for _ in range(20):
+            time.sleep(0.005)
+            if not path.exists():
+                return None
+            info = self._read_lock(path)
+            if info is not None:
+                return info
+        with contextlib.suppress(FileNotFoundError):
+            age = time.time() - path.stat().st_mtime
+            if age > 0.1:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return None
+
+    def _take_over_stale(self, path: Path, stale: LockInfo) -> None:
+        """Remove ``stale`` from ``path`` unless someone else replaced it meanwhile.
+
+        A second lock file (``.break``) serialises takers-over, so that one of them
+        cannot remove the fresh lock another has just created.
+        """
+        guard = path.with_name(path.name + ".break")
+        me = LockInfo.current("takeover")
+        if not self._try_create(guard, me):
+            holder = self._read_lock(guard)
+            if holder is not None and holder.host == me.host and not _pid_alive(holder.pid):
+                with contextlib.suppress(FileNotFoundError):
+                    guard.unlink()
+            return  # another process is taking it over; the caller retries
+        try:
+            current = self._read_lock(path)
+            if current is not None and current.token == stale.token:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                guard.unlink()
+
+    def _release(self, lock: _FileStackLock) -> None:
+        with self._mutex:
+            if self._held.get(lock.stack) is lock:
+                del self._held[lock.stack]
+        path = self._lock_path(lock.stack)
+        current = self._read_lock(path)
+        # Only remove our own record: the lock may have been broken and retaken.
+        if current is not None and current.token == lock.info.token:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def lock_info(self, stack: str) -> LockInfo | None:
+        return self._read_lock(self._lock_path(stack))
+
+    def break_lock(self, stack: str) -> LockInfo | None:
+        path = self._lock_path(stack)
+        info = self._read_lock(path)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return None
+        return info
+
+    @contextlib.contextmanager
+    def _writing(self, stack: str) -> Iterator[None]:
+        """Hold the stack's lock for one operation: ours if held, else a short one."""
+        with self._mutex:
+            held = self._held.get(stack)
+        if held is not None:
+            current = self._read_lock(self._lock_path(stack))
+            if current is None or current.token != held.info.token:
+                who = f"; it is now held by {current.describe()}" if current else ""
+                raise StateLockedError(
+                    f"the lock of stack {stack!r} was broken while this process held it"
+                    f"{who}. Nothing was written; reopen the stack and retry."
+                )
+            yield
+            return
+        with self.lock(stack):
+            yield
+
+    # writing
+
+    def write(self, stack: str, data: bytes) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise StateError(f"state data must be bytes, not {type(data).__name__}")
+        path = self._state_path(stack)
+        with self._writing(stack):
+            self._ensure_dir(path.parent)
+            _write_atomic(path, bytes(data))
+            if self.history_size:
+                self._record_history(stack, path)
+
+    def _record_history(self, stack: str, current: Path) -> None:
+        folder = self._history_dir(stack)
+        self._ensure_dir(folder)
+        versions = self._versions(folder)
+        target = folder / f"{(versions[-1] + 1) if versions else 1:010d}.json"
+        # A hard link costs no copy; state files are only ever replaced, never edited.
+        try:
+            os.link(current, target)
+        except OSError:
+            _write_atomic(target, current.read_bytes())
+        versions.append(int(target.stem))
+        for old in versions[: -self.history_size]:
+            with contextlib.suppress(FileNotFoundError):
+                (folder / f"{old:010d}.json").unlink()
+
+    @staticmethod
+    def _versions(folder: Path) -> list[int]:
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+    def delete(self, stack: str) -> None:
+        path = self._state_path(stack)
+        with self._writing(stack):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                raise StackNotFoundError(f"no stack {stack!r} in {self.url}") from None
+            _fsync_dir(path.parent)
+            shutil.rmtree(self._history_dir(stack), ignore_errors=True)
+
+    # history
+
+    def history(self, stack: str) -> list[HistoryEntry]:
+        folder = self._history_dir(stack)
+        out = []
+        for v in reversed(self._versions(folder)):
+            try:
+                st = (folder / f"{v:010d}.json").stat()
+            except FileNotFoundError:  # pruned meanwhile
+                continue
+            when = _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc)
+            out.append(
+                HistoryEntry(
+                    stack=stack,
+                    version=v,
+                    time=when.isoformat(timespec="milliseconds"),
+                    size=st.st_size,
+                )
+            )
+        return out
+
+    def read_version(self, stack: str, version: int) -> bytes:
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise StateError(f"a version is an int from history(), not {version!r}")
+        path = self._history_dir(stack) / f"{version:010d}.json"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise StackNotFoundError(
+                f"version {version} of stack {stack!r} is not kept in {self.url}; "
+                "see history() for the kept versions"
+            ) from None
+
+
+# --- URLs ----------------------------------------------------------------------------
+
+_SCHEMES: dict[str, Callable[[str], StateStore]] = {}
+
+
+def register_store_scheme(scheme: str, factory: Callable[[str], StateStore]) -> None:
+    """Make :func:`store_from_url` build stores for ``scheme://...`` URLs with ``factory``."""
+    _SCHEMES[scheme] = factory
+
+
+def _file_store_from_url(url: str) -> StateStore:
+    parsed = urllib.parse.urlsplit(url)
+    # "file://./x" and "file://x" put "." or "x" in netloc: keep it as part of the path.
+    raw = urllib.parse.unquote(parsed.netloc + parsed.path)
+    if not raw:
+        raise StateError(f"state URL {url!r} names no folder; for example file://./.veil")
+    params = urllib.parse.parse_qs(parsed.query)
+    history = DEFAULT_HISTORY_SIZE
+    for key, values in params.items():
+        if key != "history":
+            raise StateError(f"unknown parameter {key!r} in state URL {url!r}; known: history")
+        try:
+            history = int(values[-1])
+        except ValueError:
+            raise StateError(f"history= in {url!r} must be a whole number") from None
+    return FileStore(Path(raw), history_size=history)
+
+
+register_store_scheme("file", _file_store_from_url)
+
+
+def store_from_url(url: str = DEFAULT_STATE_URL) -> StateStore:
+    """The store a URL names.
+
+    ``file://PATH`` is a :class:`FileStore`; a relative PATH (``file://./.veil``,
+    ``file://state``) is taken relative to the current directory, ``file:///abs``
+    is absolute, ``~`` is expanded. ``?history=N`` sets how many versions are kept.
+    A plain path without a scheme means ``file://`` too.
+    """
+    if "://" not in url:
+        return _file_store_from_url("file://" + url)
+    scheme = url.split("://", 1)[0].lower()
+    factory = _SCHEMES.get(scheme)
+    if factory is None:
+        raise StateError(
+            f"no state store for URL scheme {scheme!r}; known: {', '.join(sorted(_SCHEMES))}"
+        )
+    return factory(url)
