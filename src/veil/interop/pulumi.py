@@ -932,23 +932,23 @@ class PulumiStackConfig:
         Raises :class:`veil.ConfigMissingError` (a ``KeyError``) for a missing key and
         :class:`veil.DecryptionError` for a secure value that does not decrypt.
         """
-        node = self._node(key)
-        try:
-            return self._decode(node)
-        except DecryptionError as exc:
-            raise DecryptionError(f"cannot decrypt config value {key!r}: {exc}") from None
+        return self._decode(self._node(key), key)
 
-    def _decode(self, node: Any) -> Any:
+    def _decode(self, node: Any, key: str) -> Any:
         if _is_secure(node):
-            ciphertext = node["secure"]
-            plaintext = self.crypter.decrypt(str(ciphertext))
+            ciphertext = str(node["secure"])
+            crypter = self.crypter  # opening it may raise IncorrectPassphraseError: let it
+            try:
+                plaintext = crypter.decrypt(ciphertext)
+            except DecryptionError as exc:
+                raise DecryptionError(f"cannot decrypt config value {key!r}: {exc}") from None
             secret: Secret[str] = Secret(plaintext)
-            self.crypter._remember(secret, plaintext, str(ciphertext))
+            crypter._remember(secret, plaintext, ciphertext)
             return secret
         if isinstance(node, dict):
-            return {str(k): self._decode(v) for k, v in node.items()}
+            return {str(k): self._decode(v, key) for k, v in node.items()}
         if isinstance(node, list):
-            return [self._decode(v) for v in node]
+            return [self._decode(v, key) for v in node]
         # Plain Python types, not ruamel's scalar subclasses.
         if isinstance(node, bool) or node is None:
             return node
