@@ -709,6 +709,35 @@ def test_config_with_other_salt_refuses_a_crypter(crypter: PassphraseCrypter) ->
         PulumiStackConfig.loads(CONFIG_TEXT, crypter=crypter)
 
 
+def test_config_rekey_re_encrypts_every_secure_value(
+    config: PulumiStackConfig, crypter: PassphraseCrypter
+) -> None:
+    config.set("foo:obj", {"pw": Secret("inner")})
+    config.rekey(crypter)
+    text = config.dumps()
+    assert CONFIG_VALUE["secure"] not in text
+    assert "# The region stays first." in text
+    again = PulumiStackConfig.loads(text, PASSPHRASE)
+    assert again.encryptionsalt == crypter.encryptionsalt
+    assert again.get(CONFIG_VALUE["key"]).reveal() == CONFIG_VALUE["expected_plaintext"]
+    assert again.get("foo:obj") == {"pw": Secret("inner")}
+
+
+def test_config_rekey_failure_changes_nothing(crypter: PassphraseCrypter) -> None:
+    secure = CONFIG_VALUE["secure"]
+    broken = CONFIG_TEXT.replace(
+        secure, secure[:-4] + ("A" if secure[-4] != "A" else "B") + secure[-3:]
+    )
+    config = PulumiStackConfig.loads(
+        broken + "  foo:good:\n    secure: " + SECURE[0][1]["secure"] + "\n",
+        CONFIG_STATE["passphrase"],
+    )
+    before = config.dumps()
+    with pytest.raises(veil.DecryptionError):
+        config.rekey(crypter)
+    assert config.dumps() == before
+
+
 def test_config_remove(config: PulumiStackConfig) -> None:
     config.remove("aws:region")
     assert "aws:region" not in config

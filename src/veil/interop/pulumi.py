@@ -1016,6 +1016,41 @@ class PulumiStackConfig:
             "list or dict"
         )
 
+    def rekey(self, crypter: PassphraseCrypter) -> None:
+        """Re-encrypt every secure value under ``crypter`` and take its ``encryptionsalt``:
+        a passphrase change. Comments and order are kept.
+
+        All values are decrypted with the current key before anything changes, so a
+        failure (:class:`veil.DecryptionError`, :class:`veil.IncorrectPassphraseError`)
+        leaves the config as it was.
+        """
+        config = self._config()
+        found: list[Any] = []
+        if config is not None and self._holds_secure(config):
+            old = self.crypter
+            self._collect_secure(config, found)
+            try:
+                plaintexts = [old.decrypt(str(node["secure"])) for node in found]
+            except DecryptionError as exc:
+                raise DecryptionError(f"cannot re-encrypt this config: {exc}") from None
+            for node, plaintext in zip(found, plaintexts, strict=True):
+                node["secure"] = crypter.encrypt(plaintext)
+        if "encryptionsalt" in self._doc:
+            self._doc["encryptionsalt"] = crypter.encryptionsalt
+        else:
+            self._insert_salt(crypter.encryptionsalt)
+        self._crypter = crypter
+
+    def _collect_secure(self, node: Any, out: list[Any]) -> None:
+        if _is_secure(node):
+            out.append(node)
+        elif isinstance(node, dict):
+            for value in node.values():
+                self._collect_secure(value, out)
+        elif isinstance(node, list):
+            for value in node:
+                self._collect_secure(value, out)
+
     def remove(self, key: str) -> None:
         """Remove ``key``; :class:`veil.ConfigMissingError` if it is not set."""
         self._node(key)
