@@ -246,30 +246,6 @@ class Output(Generic[T_co]):
         self._clean = False
         self._pending = _Cell()
 
-    @classmethod
-    def _make(
-        cls,
-        value: Any,
-        known: bool,
-        secret: bool,
-        resources: Resources,
-        clean: bool,
-    ) -> Output[Any]:
-        out: Output[Any] = object.__new__(Output)
-        out._value = value
-        out._known = known
-        out._secret = secret
-        out._resources = resources
-        out._clean = clean
-        out._pending = None
-        return out
-
-    @classmethod
-    def _new_pending(cls) -> Output[Any]:
-        out: Output[Any] = object.__new__(Output)
-        out._init_pending()
-        return out
-
     def _settle(
         self, value: Any, known: bool, secret: bool, resources: Resources, clean: bool
     ) -> None:
@@ -324,7 +300,7 @@ class Output(Generic[T_co]):
 
         A failure of this Output propagates without calling ``fn``.
         """
-        out = Output._new_pending()
+        out = _new_pending()
 
         def run() -> None:
             cell = self._pending
@@ -359,7 +335,7 @@ class Output(Generic[T_co]):
     @classmethod
     def _from_awaitable(cls, aw: Awaitable[Any]) -> Output[Any]:
         """A pending Output of an awaitable's (unwalked) result, known and not secret."""
-        out = Output._new_pending()
+        out = _new_pending()
 
         async def get() -> _Data:
             return await aw, True, False, _NO_RESOURCES
@@ -398,6 +374,8 @@ class Output(Generic[T_co]):
         return self._value, self._known, self._secret, self._resources
 
     def _veil_reveal_(self) -> Any:
+        if self._pending is None and self._known:
+            return self._value
         resolved, value, known, _secret, _res = self._veil_snapshot_()
         if not resolved:
             raise PendingOutputError(
@@ -458,15 +436,23 @@ class Output(Generic[T_co]):
         """
         if self._pending is not None:
             return self._then(lambda src: src.apply(func, run_with_unknowns))
-        known = self._known
-        if not known and not run_with_unknowns:
-            return Output._make(None, False, self._secret, self._resources, True)
-        value = self._value
-        if not known and not contains_unknowns(value):
-            value = UNKNOWN
-        result = func(value)
+        if self._known:
+            result = func(self._value)
+        elif run_with_unknowns:
+            value = self._value
+            result = func(value if contains_unknowns(value) else cast("T_co", UNKNOWN))
+        else:
+            return _make(None, False, self._secret, self._resources, True)
         if type(result) in _SCALARS:
-            return Output._make(result, True, self._secret, self._resources, True)
+            # The hot path, inlined: a plain value is known and needs no walking.
+            out: Output[Any] = _new(Output)
+            out._value = result
+            out._known = True
+            out._secret = self._secret
+            out._resources = self._resources
+            out._clean = True
+            out._pending = None
+            return out
         return self._absorb(result)
 
     def _absorb(self, result: Any) -> Output[Any]:
@@ -474,7 +460,7 @@ class Output(Generic[T_co]):
         if isinstance(result, Output):
             if result._pending is not None:
                 return result._then(self._absorb)
-            return Output._make(
+            return _make(
                 result._value,
                 result._known,
                 result._secret or self._secret,
@@ -484,7 +470,7 @@ class Output(Generic[T_co]):
         if inspect.isawaitable(result):
             return Output._from_awaitable(result)._then(lambda src: self._absorb(src._value))
         known = not contains_unknowns(result)
-        return Output._make(result, known, self._secret, self._resources, False)
+        return _make(result, known, self._secret, self._resources, False)
 
     def __getattr__(self, item: str) -> Output[Any]:
         """Lift an attribute: ``o.x`` is ``o.apply(lambda v: v.x)`` (unknowns stay unknown)."""
@@ -544,7 +530,7 @@ class Output(Generic[T_co]):
                 "Store it with veil.state.dumps, which encrypts it."
             )
         return (
-            Output._make,
+            _make,
             (self._value, self._known, False, self._resources, self._clean),
         )
 
@@ -577,22 +563,30 @@ class Output(Generic[T_co]):
             if val._clean:
                 return val
         elif type(val) in _SCALARS:
-            return Output._make(val, True, False, _NO_RESOURCES, True)
+            return _make(val, True, False, _NO_RESOURCES, True)
+        elif type(val) is dict:
+            flat = _flat_dict(val)
+            if flat is not None:
+                return flat
         return _unwrap(val)
 
     @staticmethod
     def secret(val: Input[U]) -> Output[U]:
         """An Output of ``val`` (unwrapped as by :meth:`from_input`) marked secret."""
+        if type(val) in _SCALARS:
+            if type(val) is str:
+                _remember(val)
+            return _make(val, True, True, _NO_RESOURCES, True)
         out = Output.from_input(val)
         if out._pending is None:
             if out._known:
                 _remember(out._value)
-            return Output._make(out._value, out._known, True, out._resources, out._clean)
+            return _make(out._value, out._known, True, out._resources, out._clean)
 
         def mark(src: Output[Any]) -> Output[Any]:
             if src._known:
                 _remember(src._value)
-            return Output._make(src._value, src._known, True, src._resources, src._clean)
+            return _make(src._value, src._known, True, src._resources, src._clean)
 
         return out._then(mark)
 
@@ -601,9 +595,9 @@ class Output(Generic[T_co]):
         """The same Output, no longer marked secret. The explicit way to declassify."""
         out = Output.from_input(val)
         if out._pending is None:
-            return Output._make(out._value, out._known, False, out._resources, out._clean)
+            return _make(out._value, out._known, False, out._resources, out._clean)
         return out._then(
-            lambda src: Output._make(src._value, src._known, False, src._resources, src._clean)
+            lambda src: _make(src._value, src._known, False, src._resources, src._clean)
         )
 
     @overload
@@ -638,6 +632,12 @@ class Output(Generic[T_co]):
     @staticmethod
     def concat(*args: Input[str]) -> Output[str]:
         """An Output of the concatenation of string inputs."""
+        got = _gather(args)
+        if got is not None:
+            parts, known, secret, resources = got
+            if not known:
+                return _make(None, False, secret, resources, True)
+            return _make("".join(parts), True, secret, resources, True)
         return Output.all(*args).apply("".join)
 
     @staticmethod
@@ -645,11 +645,26 @@ class Output(Generic[T_co]):
         format_string: Input[str], *args: Input[object], **kwargs: Input[object]
     ) -> Output[str]:
         """``str.format`` over inputs; the format string may itself be an Output."""
-        joined = Output.all(format_string, Output.all(*args), Output.all(**kwargs))
+        names = list(kwargs)
+        n = len(args)
+        got = _gather((format_string, *args, *kwargs.values()))
+        if got is not None:
+            parts, known, secret, resources = got
+            if not known:
+                return _make(None, False, secret, resources, True)
+            fs = parts[0]
+            if names:
+                text = fs.format(*parts[1 : n + 1], **dict(zip(names, parts[n + 1 :], strict=True)))
+            else:
+                text = fs.format(*parts[1:])
+            return _make(text, True, secret, resources, True)
+        joined = Output.all(format_string, *args, *kwargs.values())
 
         def fmt(parts: list[Any]) -> str:
-            fs, a, kw = parts
-            return cast(str, fs).format(*(a or ()), **(kw or {}))
+            fs = cast(str, parts[0])
+            if names:
+                return fs.format(*parts[1 : n + 1], **dict(zip(names, parts[n + 1 :], strict=True)))
+            return fs.format(*parts[1:])
 
         return joined.apply(fmt)
 
@@ -671,32 +686,59 @@ class Output(Generic[T_co]):
         """``json.dumps`` of an input; Outputs and Secrets anywhere inside are resolved
         and their secretness, unknownness and resources carried over."""
         out = Output.from_input(obj)
+        plain = (
+            not (skipkeys or kw or sort_keys)
+            and ensure_ascii
+            and check_circular
+            and allow_nan
+            and cls is None
+            and default is None
+            and indent is None
+            and separators is None
+        )
+        if plain and out._pending is None and out._known:
+            try:
+                # Unwrapped values hold no Output or Secret: json's cached C encoder.
+                text = json.dumps(out._value)
+            except TypeError:
+                pass  # an object json does not know: go through the hook below
+            else:
+                return _make(text, True, out._secret, out._resources, True)
 
         def dump(src: Output[Any]) -> Output[str]:
             if not src._known:
-                return Output._make(None, False, src._secret, src._resources, True)
+                return _make(None, False, src._secret, src._resources, True)
             seen = _Seen()
-            base = cls or json.JSONEncoder
-            user_default = default
 
-            class _Encoder(base):  # type: ignore[valid-type, misc]
-                def default(self, o: Any) -> Any:
-                    if isinstance(o, Output):
-                        resolved, value, known, secret, res = o._veil_snapshot_()
-                        if not resolved:
-                            raise _NeedsAwait(o)
-                        seen.secret = seen.secret or secret
-                        seen.resources |= res
-                        if not known:
-                            seen.unknown = True
-                            return None
-                        return value
-                    if isinstance(o, Secret):
-                        seen.secret = True
-                        return o.reveal()
-                    if user_default is not None:
-                        return user_default(o)
-                    return super().default(o)
+            def hook(o: Any) -> Any:
+                if isinstance(o, Output):
+                    resolved, value, known, secret, res = o._veil_snapshot_()
+                    if not resolved:
+                        raise _NeedsAwait(o)
+                    seen.secret = seen.secret or secret
+                    seen.resources |= res
+                    if not known:
+                        seen.unknown = True
+                        return None
+                    return value
+                if isinstance(o, Secret):
+                    seen.secret = True
+                    return o.reveal()
+                if default is not None:
+                    return default(o)
+                return _JSON_DEFAULT(o)
+
+            encoder: type[json.JSONEncoder] | None = None
+            if cls is not None:
+                user_cls = cls
+
+                class _Encoder(user_cls):  # type: ignore[valid-type, misc]
+                    def default(self, o: Any) -> Any:
+                        if isinstance(o, (Output, Secret)) or default is not None:
+                            return hook(o)
+                        return super().default(o)
+
+                encoder = _Encoder
 
             try:
                 text = json.dumps(
@@ -705,9 +747,10 @@ class Output(Generic[T_co]):
                     ensure_ascii=ensure_ascii,
                     check_circular=check_circular,
                     allow_nan=allow_nan,
-                    cls=_Encoder,
+                    cls=encoder,
                     indent=indent,
                     separators=separators,
+                    default=None if encoder is not None else hook,
                     sort_keys=sort_keys,
                     **kw,
                 )
@@ -718,8 +761,8 @@ class Output(Generic[T_co]):
             secret = src._secret or seen.secret
             resources = src._resources | seen.resources
             if seen.unknown:
-                return Output._make(None, False, secret, resources, True)
-            return Output._make(text, True, secret, resources, True)
+                return _make(None, False, secret, resources, True)
+            return _make(text, True, secret, resources, True)
 
         if out._pending is None:
             return dump(out)
@@ -755,6 +798,27 @@ class Output(Generic[T_co]):
         return text.apply(loads)
 
 
+_new = object.__new__
+
+
+def _make(value: Any, known: bool, secret: bool, resources: Resources, clean: bool) -> Output[Any]:
+    """A resolved Output (the hot path: no __init__, no checks)."""
+    out: Output[Any] = _new(Output)
+    out._value = value
+    out._known = known
+    out._secret = secret
+    out._resources = resources
+    out._clean = clean
+    out._pending = None
+    return out
+
+
+def _new_pending() -> Output[Any]:
+    out: Output[Any] = _new(Output)
+    out._init_pending()
+    return out
+
+
 _TO_STRING_MESSAGE = (
     "Calling __str__ on an Output[T] is not supported: its value may not exist yet and "
     "may be secret.\n"
@@ -763,6 +827,9 @@ _TO_STRING_MESSAGE = (
     '2. Output.format("prefix{0}suffix", o)\n'
     '3. Output.concat("prefix", o, "suffix")'
 )
+
+
+_JSON_DEFAULT = json.JSONEncoder().default  # raises json's own "not serializable" TypeError
 
 
 class _Seen:
@@ -786,7 +853,7 @@ def deferred_output() -> tuple[Output[T], Callable[[Output[T]], None]]:
     Resolving twice raises :class:`veil.UsageError`. When the given Output is already
     resolved, the deferred one resolves at once, without an event loop.
     """
-    out = Output._new_pending()
+    out = _new_pending()
     done = False
 
     def resolve(o: Output[T]) -> None:
@@ -802,8 +869,9 @@ def deferred_output() -> tuple[Output[T], Callable[[Output[T]], None]]:
 # --- Output.all ---------------------------------------------------------------------
 
 
-def _all_fast(items: list[Any], names: list[str] | None) -> Output[Any]:
-    """Output.all: a tight loop for the common case of resolved Outputs and scalars."""
+def _gather(items: Any) -> tuple[list[Any], bool, bool, Resources] | None:
+    """Values and flags of resolved clean Outputs and scalars, or None for anything
+    else (which then takes the general path). The tight loop behind all/format/concat."""
     values: list[Any] = []
     known = True
     secret = False
@@ -811,26 +879,61 @@ def _all_fast(items: list[Any], names: list[str] | None) -> Output[Any]:
     append = values.append
     for item in items:
         t = type(item)
-        if t is Output and item._pending is None and item._clean:
-            append(item._value)
-            if not item._known:
+        if t in _SCALARS:
+            append(item)
+        elif t is Output and item._pending is None and item._clean:
+            if item._known:
+                append(item._value)
+            else:
                 known = False
-                if not contains_unknowns(item._value):
-                    values[-1] = UNKNOWN
+                append(item._value if contains_unknowns(item._value) else UNKNOWN)
             if item._secret:
                 secret = True
             if item._resources:
                 resources = resources | item._resources
-        elif t in _SCALARS:
-            append(item)
         else:
-            # Anything else: unwrap the whole argument list the general way.
-            whole = _unwrap(items)
-            if names is None:
-                return whole
-            return whole.apply(lambda vs: dict(zip(names, vs, strict=True)))
+            return None
+    return values, known, secret, resources
+
+
+def _all_fast(items: list[Any], names: list[str] | None) -> Output[Any]:
+    """Output.all: the tight loop when it can, the general walk when it must."""
+    got = _gather(items)
+    if got is None:
+        whole = _unwrap(items)
+        if names is None:
+            return whole
+        return whole.apply(lambda vs: dict(zip(names, vs, strict=True)))
+    values, known, secret, resources = got
     value: Any = values if names is None else dict(zip(names, values, strict=True))
-    return Output._make(value, known, secret, resources, True)
+    return _make(value, known, secret, resources, True)
+
+
+def _flat_dict(val: dict[Any, Any]) -> Output[Any] | None:
+    """from_input's fast path for a dict of scalars and resolved clean Outputs."""
+    result: dict[Any, Any] = {}
+    known = True
+    secret = False
+    resources: Resources = _NO_RESOURCES
+    for k, v in dict.items(val):
+        if type(k) not in _SCALARS:
+            return None
+        t = type(v)
+        if t in _SCALARS:
+            result[k] = v
+        elif t is Output and v._pending is None and v._clean:
+            if not v._known:
+                known = False
+                result[k] = v._value if contains_unknowns(v._value) else UNKNOWN
+            else:
+                result[k] = v._value
+            if v._secret:
+                secret = True
+            if v._resources:
+                resources = resources | v._resources
+        else:
+            return None
+    return _make(result, known, secret, resources, True)
 
 
 # --- from_input: one iterative walker, driven synchronously or by callbacks ---------------
@@ -1099,8 +1202,8 @@ def _unwrap(val: Any) -> Output[Any]:
     try:
         waiting = next(gen)
     except StopIteration as stop:
-        return Output._make(stop.value, acc.known, acc.secret, acc.resources, True)
-    out = Output._new_pending()
+        return _make(stop.value, acc.known, acc.secret, acc.resources, True)
+    out = _new_pending()
 
     def resume(src: Output[Any]) -> None:
         def step() -> None:

@@ -45,6 +45,8 @@ def _remember(value: object) -> None:
                 _remembered.add(value)
                 _remembered_version += 1
         return
+    if type(value) in (int, float, bool, type(None), bytes):
+        return
     found: list[str] = []
     _collect_strings(value, found, 0)
     if not found:
