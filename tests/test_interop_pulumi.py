@@ -30,6 +30,7 @@ from veil.interop.pulumi import (
     crypter_from_checkpoint,
     dump_checkpoint,
     load_checkpoint,
+    passphrase_from_env,
 )
 from veil.output import Output, deferred_output
 
@@ -873,3 +874,20 @@ def test_checkpoints_work_without_ruamel_and_config_says_how_to_install() -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert "pip install 'veil[pulumi]'" in result.stdout
+
+
+def test_empty_pulumi_passphrase_variable_is_a_passphrase(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "")
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", "/nonexistent")
+    assert passphrase_from_env() == ""
+
+
+def test_unreadable_pulumi_passphrase_file_raises_passphrase_required(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE", raising=False)
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", str(tmp_path / "missing"))
+    with pytest.raises(veil.PassphraseRequiredError):
+        passphrase_from_env()
