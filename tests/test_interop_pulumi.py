@@ -369,10 +369,10 @@ def test_load_checkpoint_passes_other_values_through(
 def test_dump_checkpoint_is_readable_with_pulumis_scheme(
     crypter: PassphraseCrypter, key: bytes
 ) -> None:
-    tree = {"a": Secret({"user": "admin", "pw": "hunter2"}), "b": [1, Secret("x")], "c": "plain"}
-    written = json.loads(dump_checkpoint(tree, crypter))
+    a, b = Secret({"user": "admin", "pw": "hunter2"}), Secret("x")
+    written = json.loads(dump_checkpoint({"a": a, "b": [1, b], "c": "plain"}, crypter))
     assert written["c"] == "plain"
-    for sealed, value in ((written["a"], tree["a"]), (written["b"][1], tree["b"][1])):
+    for sealed, value in ((written["a"], a), (written["b"][1], b)):
         assert set(sealed) == {SIG_KEY, "ciphertext"}
         assert sealed[SIG_KEY] == SECRET_SIG
         assert json.loads(ref_decrypt(key, sealed["ciphertext"])) == veil.reveal(value)
@@ -423,7 +423,7 @@ def test_dump_checkpoint_writes_secret_outputs_as_secrets_and_plain_outputs_plai
 
 
 def test_dump_checkpoint_refuses_pending_outputs(crypter: PassphraseCrypter) -> None:
-    pending, _resolve = deferred_output()
+    pending: Output[str] = deferred_output()[0]
     with pytest.raises(veil.PendingOutputError):
         dump_checkpoint({"x": pending}, crypter)
 
