@@ -1,0 +1,50 @@
+"""Secrets providers: where the key that protects a stack comes from.
+
+``provider_from_url("passphrase://")``, ``("file://~/.veil/dev.key")``,
+``("age://age1...")``; or a subclass of :class:`SecretsProvider` of your own,
+registered with :func:`register_provider` or the ``veil.secrets_providers``
+entry-point group. See ``docs/providers.md``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import SecretsProvider, context_bytes
+from .local import LocalKeyProvider
+from .passphrase import PassphraseProvider
+from .registry import (
+    ENTRY_POINT_GROUP,
+    known_schemes,
+    provider_class,
+    provider_from_description,
+    provider_from_url,
+    register_provider,
+)
+
+if TYPE_CHECKING:
+    from .age import AgeProvider
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "AgeProvider",
+    "LocalKeyProvider",
+    "PassphraseProvider",
+    "SecretsProvider",
+    "context_bytes",
+    "known_schemes",
+    "provider_class",
+    "provider_from_description",
+    "provider_from_url",
+    "register_provider",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # AgeProvider's module is imported on first use; building one without the
+    # optional pyrage raises ProviderConfigError saying: pip install 'veil[age]'.
+    if name == "AgeProvider":
+        from .age import AgeProvider
+
+        return AgeProvider
+    raise AttributeError(f"module 'veil.providers' has no attribute {name!r}")
