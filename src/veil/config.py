@@ -1,0 +1,268 @@
+"""Stack configuration: a human-editable JSON file per stack, with secure values sealed.
+
+The file (``veil.<stack>.json`` in the project folder) is meant to be committed. Plain
+values are stored as they are; secure values as ``{"secure": "<sealed value>"}``,
+sealed under the stack's data key with the stack and the config key as associated
+data, so a sealed value moved to another key or stack does not open. The wrapped data
+key and each provider's settings sit in the same file, so the config can be read
+without the state. See ``docs/format.md`` ("The config file").
+
+A value stored secure is secret whichever getter reads it: ``get`` and ``require``
+return secret Outputs for it too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .crypto import ValueCipher
+from .errors import ConfigError, ConfigMissingError, DecryptionError, InvalidValueError
+from .output import Output
+from .secret import Secret, is_secret, reveal
+
+__all__ = ["CONFIG_FORMAT", "StackConfig", "config_path"]
+
+CONFIG_FORMAT = "veil.config/1"
+_SECURE = "secure"
+
+
+def config_path(project_dir: str | Path, stack: str) -> Path:
+    """Where the config file of ``stack`` lives in ``project_dir``."""
+    return Path(project_dir) / f"veil.{stack}.json"
+
+
+def _aad(stack: str, key: str) -> bytes:
+    return json.dumps([CONFIG_FORMAT, stack, key], ensure_ascii=True).encode("ascii")
+
+
+def _check_json(value: Any, key: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise InvalidValueError(
+            f"config value for {key!r} is not JSON data (str, number, bool, None, list, dict)"
+        ) from None
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not key or key != key.strip():
+        raise ConfigError(f"config keys are non-empty strings without surrounding spaces: {key!r}")
+    return key
+
+
+class StackConfig:
+    """The configuration of one stack.
+
+    Getters return Outputs (``get``/``get_secret`` return ``None`` for a missing key;
+    ``require``/``require_secret`` raise :class:`veil.ConfigMissingError`). A secure
+    value is returned as a secret Output by every getter. Changes are kept in memory
+    until :meth:`save` (``Stack.save`` saves the config too).
+    """
+
+    def __init__(
+        self,
+        *,
+        stack: str,
+        path: Path,
+        cipher: ValueCipher,
+        keyring: Mapping[str, Any],
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._stack = stack
+        self._path = path
+        self._cipher = cipher
+        # The clear header fields (providers, key id): written back as they were read.
+        self._keyring = dict(keyring)
+        # key -> plain JSON value, or _Sealed for secure values.
+        self._values: dict[str, Any] = {}
+        self._dirty = False
+        for key, raw in (values or {}).items():
+            self._values[key] = self._parse_value(key, raw)
+
+    # --- file format ---------------------------------------------------------------
+
+    @staticmethod
+    def read_file(path: Path) -> dict[str, Any]:
+        """The parsed file, checked for shape; :class:`veil.ConfigError` if bad."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"no config file at {path}; create the stack with 'veil stack init' or "
+                "Stack.create()"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            line = getattr(exc, "lineno", None)
+            where = f" (line {line})" if line else ""
+            raise ConfigError(f"config file {path} is not valid JSON{where}") from None
+        if not isinstance(doc, dict) or doc.get("format") != CONFIG_FORMAT:
+            raise ConfigError(
+                f"{path} is not a veil config file of format {CONFIG_FORMAT!r}; "
+                "it may come from a newer veil or another tool"
+            )
+        if not isinstance(doc.get("stack"), str) or not isinstance(doc.get("config", {}), dict):
+            raise ConfigError(f"config file {path} has a bad 'stack' or 'config' field")
+        if not isinstance(doc.get("keyring"), dict):
+            raise ConfigError(f"config file {path} has no 'keyring' (its wrapped data key)")
+        return doc
+
+    def _parse_value(self, key: str, raw: Any) -> Any:
+        if isinstance(raw, dict) and set(raw) == {_SECURE}:
+            token = raw[_SECURE]
+            if not isinstance(token, str):
+                raise ConfigError(f"config key {key!r}: 'secure' must hold a sealed string")
+            return _Sealed(token)
+        return raw
+
+    def render(self) -> bytes:
+        """The file's bytes: stable, one member per line, diff-friendly."""
+        values: dict[str, Any] = {}
+        for key, value in self._values.items():
+            values[key] = {_SECURE: value.token} if isinstance(value, _Sealed) else value
+        doc = {
+            "format": CONFIG_FORMAT,
+            "stack": self._stack,
+            "config": values,
+            "keyring": self._keyring,
+        }
+        return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+    def save(self) -> None:
+        """Write the file atomically (only if something changed)."""
+        from .state.store import _write_atomic
+
+        if not self._dirty and self._path.exists():
+            return
+        _write_atomic(self._path, self.render(), mode=0o644)
+        self._dirty = False
+
+    # --- reading ----------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The config file's path."""
+        return self._path
+
+    def keys(self) -> list[str]:
+        """The configured keys, in file order."""
+        return list(self._values)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._values))
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def is_secure(self, key: str) -> bool:
+        """Whether ``key`` is stored secure (sealed)."""
+        return isinstance(self._values.get(key), _Sealed)
+
+    def _open(self, key: str, sealed: _Sealed) -> Any:
+        try:
+            return self._cipher.open(sealed.token, _aad(self._stack, key))
+        except DecryptionError:
+            raise DecryptionError(
+                f"config key {key!r} of stack {self._stack!r} does not open: it was edited, "
+                "copied from another key or stack, or sealed under another key. Set it "
+                "again with 'veil config set --secret'."
+            ) from None
+
+    def value(self, key: str) -> Any:
+        """The stored value of ``key``: plain, or a :class:`veil.Secret` if secure."""
+        if key not in self._values:
+            raise ConfigMissingError(self._missing(key))
+        stored = self._values[key]
+        if isinstance(stored, _Sealed):
+            return Secret(self._open(key, stored))
+        return stored
+
+    def _missing(self, key: str) -> str:
+        return (
+            f"missing required configuration key {key!r} for stack {self._stack!r}; set it "
+            f"with 'veil config set {key} VALUE' (add --secret for a secret)"
+        )
+
+    def get(self, key: str, default: Any = None) -> Output[Any] | None:
+        """An Output of the value (secret if stored secure), or of ``default``; None if
+        missing without a default."""
+        if key not in self._values:
+            return None if default is None else Output.from_input(default)
+        return Output.from_input(self.value(key))
+
+    def require(self, key: str) -> Output[Any]:
+        """Like :meth:`get`, but :class:`veil.ConfigMissingError` if missing."""
+        return Output.from_input(self.value(key))
+
+    def get_secret(self, key: str, default: Any = None) -> Output[Any] | None:
+        """A secret Output of the value, whether or not it was stored secure."""
+        out = self.get(key, default)
+        return None if out is None else Output.secret(out)
+
+    def require_secret(self, key: str) -> Output[Any]:
+        """Like :meth:`get_secret`, but :class:`veil.ConfigMissingError` if missing."""
+        return Output.secret(self.require(key))
+
+    # --- writing --------------------------------------------------------------------
+
+    def set(self, key: str, value: Any, *, secret: bool = False) -> None:
+        """Set ``key``. Stored secure if ``secret`` or if ``value`` is itself secret (a
+        :class:`veil.Secret` or a resolved secret Output)."""
+        _check_key(key)
+        if isinstance(value, Secret) or (isinstance(value, Output) and is_secret(value)):
+            secret = True
+        plain = reveal(value)
+        if isinstance(plain, float) and not math.isfinite(plain):
+            raise InvalidValueError(f"config value for {key!r} must be a finite number")
+        _check_json(plain, key)
+        if secret:
+            current = self._values.get(key)
+            # Unchanged secure values keep their ciphertext: no churn in the committed file.
+            if isinstance(current, _Sealed) and Secret(self._open(key, current)) == Secret(plain):
+                return
+            self._values[key] = _Sealed(self._cipher.seal(plain, _aad(self._stack, key)))
+        else:
+            if key in self._values and self._values[key] == plain:
+                return
+            self._values[key] = plain
+        self._dirty = True
+
+    def _reseal(self, cipher: ValueCipher) -> None:
+        """Seal every secure value afresh under ``cipher`` (after a key rotation)."""
+        opened = {k: self._open(k, v) for k, v in self._values.items() if isinstance(v, _Sealed)}
+        self._cipher = cipher
+        for key, plain in opened.items():
+            self._values[key] = _Sealed(cipher.seal(plain, _aad(self._stack, key)))
+        self._dirty = True
+
+    def remove(self, key: str) -> None:
+        """Remove ``key``; :class:`veil.ConfigMissingError` if it is not set."""
+        if key not in self._values:
+            raise ConfigMissingError(
+                f"configuration key {key!r} is not set in stack {self._stack!r}"
+            )
+        del self._values[key]
+        self._dirty = True
+
+    def __repr__(self) -> str:
+        return f"<StackConfig {self._stack!r}: {len(self._values)} keys>"
+
+
+class _Sealed:
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __repr__(self) -> str:
+        return "<sealed>"
