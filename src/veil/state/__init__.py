@@ -7,6 +7,21 @@ a :class:`StateStore` keeps the bytes per stack, atomically and under a lock.
 
 from __future__ import annotations
 
+from .document import (
+    ESCAPE_KEY,
+    FORMAT_VERSION,
+    SECRET_KEY,
+    Document,
+    PathLike,
+    ProviderEntry,
+    dump_document,
+    dump_document_async,
+    dumps,
+    dumps_async,
+    format_path,
+    load_document,
+    loads,
+)
 from .store import (
     DEFAULT_HISTORY_SIZE,
     DEFAULT_STATE_URL,
@@ -23,11 +38,24 @@ from .store import (
 __all__ = [
     "DEFAULT_HISTORY_SIZE",
     "DEFAULT_STATE_URL",
+    "ESCAPE_KEY",
+    "FORMAT_VERSION",
+    "SECRET_KEY",
+    "Document",
     "FileStore",
     "HistoryEntry",
     "LockInfo",
+    "PathLike",
+    "ProviderEntry",
     "StackLock",
     "StateStore",
+    "dump_document",
+    "dump_document_async",
+    "dumps",
+    "dumps_async",
+    "format_path",
+    "load_document",
+    "loads",
     "register_store_scheme",
     "store_from_url",
     "validate_stack_name",

@@ -1,0 +1,1119 @@
+"""The state document: a readable JSON file where each secret leaf is sealed on its own.
+
+:func:`dumps` walks a tree of plain values, :class:`~veil.Secret` values and Outputs,
+seals every secret leaf with the stack's data key (bound to the stack and the leaf's
+path), wraps the data key with each provider, and adds a keyed MAC over the whole
+document. :func:`loads` checks, in this order, the JSON, the structure and version,
+unwraps the data key (one provider call), verifies the MAC, then opens the values.
+
+:func:`dump_document` and :func:`load_document` return a :class:`Document` that a later
+save takes as ``previous``: the data key is reused (no provider call) and every secret
+that did not change keeps its ciphertext byte for byte, so diffs show only real changes.
+
+The format is specified in ``docs/format.md`` ("The state document").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from json.encoder import encode_basestring_ascii as _enc_str
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from ..crypto import DATA_KEY_SIZE, ValueCipher, generate_data_key, key_id
+from ..errors import (
+    DecryptionError,
+    InvalidStackNameError,
+    InvalidValueError,
+    KeyUnwrapError,
+    LeakWarning,
+    PendingOutputError,
+    PlaintextLeakError,
+    ProviderError,
+    StateFormatError,
+    StateIntegrityError,
+    UnknownValueError,
+    VeilError,
+)
+from ..secret import Secret
+from .store import validate_stack_name
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..providers import SecretsProvider
+
+__all__ = [
+    "ESCAPE_KEY",
+    "FORMAT_VERSION",
+    "SECRET_KEY",
+    "Document",
+    "PathLike",
+    "ProviderEntry",
+    "dump_document",
+    "dump_document_async",
+    "dumps",
+    "dumps_async",
+    "format_path",
+    "load_document",
+    "loads",
+]
+
+FORMAT_VERSION: Final = 1
+"""The state document format this version writes and reads."""
+
+SECRET_KEY: Final = "$secret"  # noqa: S105  (a marker, not a password)
+"""A dict whose only key is this holds one sealed value: ``{"$secret": "veil:v1:..."}``."""
+
+ESCAPE_KEY: Final = "$escape"
+"""A user dict whose only key is ``$secret`` or ``$escape`` is written inside this."""
+
+_MARKERS: Final = frozenset({SECRET_KEY, ESCAPE_KEY})
+_TOP_KEYS: Final = ("veil_state", "stack", "serial", "key_id", "providers", "tree", "mac")
+_ENTRY_KEYS: Final = frozenset({"scheme", "description", "wrapped_key"})
+_MAC_DOMAIN: Final = b"veil/v1/state-mac\x00"
+_HEX: Final = frozenset("0123456789abcdef")
+_CANONICAL: Final = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, sort_keys=True, separators=(",", ":"), check_circular=False
+)
+_COMPACT: Final = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"), check_circular=False
+)
+_STRICT_ENV: Final = "VEIL_STRICT"
+_CONTAIN_MIN: Final = 8  # secrets shorter than this are matched by equality only
+
+PathLike = str | Sequence[str | int]
+"""A path for ``allow_plaintext``: ``"outputs.db.host"`` or ``("outputs", "db", "host")``."""
+
+
+# --- paths -------------------------------------------------------------------------------
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*")
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """A readable path: ``outputs.db.host``, ``resources[0].password``, ``a["x.y"]``.
+
+    The root is ``<root>``. Paths name where a value is; they never show a value.
+    """
+    if not path:
+        return "<root>"
+    parts: list[str] = []
+    for i, element in enumerate(path):
+        if isinstance(element, int):
+            parts.append(f"[{element}]")
+        elif _PLAIN_KEY.fullmatch(element):
+            parts.append(element if i == 0 else "." + element)
+        else:
+            parts.append(f"[{_enc_str(element)}]")
+    return "".join(parts)
+
+
+def _aad_prefix(stack: str) -> str:
+    # A leaf's associated data is json.dumps([stack, path], separators=(",", ":")),
+    # built incrementally: this prefix, then each path element and a comma.
+    return "[" + _enc_str(stack) + ",["
+
+
+def _aad_of(stack: str, path: Sequence[str | int]) -> str:
+    return json.dumps([stack, list(path)], separators=(",", ":"))
+
+
+def _enc_key(key: str | int) -> str:
+    return _enc_str(key) if type(key) is str else str(key)
+
+
+# --- values --------------------------------------------------------------------------------
+
+
+def _canonical_plain(value: Any) -> bytes:
+    """Equal bytes for equal JSON values, types kept apart (1, 1.0, true, "1")."""
+    if type(value) is str:
+        return b"s" + value.encode("utf-8", "surrogatepass")
+    return b"j" + _CANONICAL.encode(value).encode("ascii")
+
+
+def _is_output(value: object) -> bool:
+    return hasattr(type(value), "_veil_snapshot_")
+
+
+def _unknown_type_error(value: object, path: Sequence[str | int]) -> VeilError:
+    from ..output import Unknown  # only for the error: state works without outputs
+
+    if isinstance(value, Unknown):
+        return UnknownValueError(
+            f"the value at {format_path(path)} is unknown (a preview value); "
+            "state can only be written once every value is known"
+        )
+    return InvalidValueError(
+        f"the value at {format_path(path)} is a {type(value).__name__}, which state cannot "
+        "hold; use str, int, float, bool, None, list, dict, a Secret or an Output of those"
+    )
+
+
+def _snapshot(value: Any, path: Sequence[str | int]) -> tuple[Any, bool]:
+    """(value, secret) of a resolved, known Output, or a typed error naming the path."""
+    resolved, inner, known, secret, _resources = value._veil_snapshot_()
+    if not resolved:
+        raise PendingOutputError(
+            f"the Output at {format_path(path)} is still pending; await it first, "
+            "or save with veil.state.dumps_async"
+        )
+    if not known:
+        raise UnknownValueError(
+            f"the Output at {format_path(path)} is unknown (a preview value); "
+            "state can only be written once every value is known"
+        )
+    return inner, bool(secret)
+
+
+def _check_float(value: float, path: Sequence[str | int]) -> None:
+    if not math.isfinite(value):
+        raise InvalidValueError(
+            f"the value at {format_path(path)} is NaN or infinite, which JSON cannot hold"
+        )
+
+
+def _plain(value: Any, path: tuple[str | int, ...]) -> Any:
+    """The pure JSON form of a secret leaf's value (nested Secrets and Outputs opened)."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return value
+    if t is float:
+        _check_float(value, path)
+        return value
+    if t is dict or (isinstance(value, Mapping) and not _is_output(value)):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _key_error(k, path)
+            out[k] = _plain(v, (*path, k))
+        return out
+    if t is list or t is tuple or isinstance(value, (list, tuple)):
+        return [_plain(v, (*path, i)) for i, v in enumerate(value)]
+    if t is Secret:
+        return _plain(value.reveal(), path)
+    if _is_output(value):
+        return _plain(_snapshot(value, path)[0], path)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return _plain(float(value), path)
+    if isinstance(value, Secret):
+        return _plain(value.reveal(), path)
+    raise _unknown_type_error(value, path)
+
+
+def _key_error(key: object, path: Sequence[str | int]) -> InvalidValueError:
+    return InvalidValueError(
+        f"a dict at {format_path(path)} has a key of type {type(key).__name__}; "
+        "state keys must be str"
+    )
+
+
+# --- the leak guard --------------------------------------------------------------------------
+
+# Shapes of well-known credentials; a plain string matching one is sealed anyway.
+_CREDENTIALS: Final = re.compile(
+    "|".join(
+        [
+            r"(?P<aws_access_key_id>\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)",
+            r"(?P<private_key>-----BEGIN[A-Z0-9 ]* PRIVATE KEY(?: BLOCK)?-----)",
+            r"(?P<github_token>\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}))",
+            r"(?P<slack_token>\bxox[baprs]-[A-Za-z0-9-]{10,})",
+            r"(?P<stripe_key>\b[rs]k_live_[A-Za-z0-9]{16,})",
+            r"(?P<google_api_key>\bAIza[0-9A-Za-z_-]{35})",
+            r"(?P<openai_key>\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,})",
+            r"(?P<jwt>\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,})",
+            r"(?P<url_password>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:(?!\[secret\]@)[^\s/@]+@)",
+        ]
+    )
+)
+_CREDENTIAL_MIN: Final = 8
+_REASONS: Final = {
+    "equal": "equals the plaintext of a secret",
+    "contains": "contains the plaintext of a secret",
+    "aws_access_key_id": "looks like an AWS access key id",
+    "private_key": "holds a PEM private key",
+    "github_token": "looks like a GitHub token",
+    "slack_token": "looks like a Slack token",
+    "stripe_key": "looks like a Stripe live key",
+    "google_api_key": "looks like a Google API key",
+    "openai_key": "looks like an OpenAI API key",
+    "jwt": "looks like a JSON Web Token",
+    "url_password": "is a URL with a password",
+}
+
+
+def _collect_strings(value: Any, out: list[str], depth: int = 0) -> None:
+    if type(value) is str:
+        if len(value) >= _CONTAIN_MIN:
+            out.append(value)
+    elif depth < 64:
+        if type(value) is dict:
+            for v in value.values():
+                _collect_strings(v, out, depth + 1)
+        elif type(value) is list:
+            for v in value:
+                _collect_strings(v, out, depth + 1)
+
+
+def _strict_from_env() -> bool:
+    return os.environ.get(_STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _normalise_allow(
+    allow: Iterable[PathLike],
+) -> tuple[frozenset[str], frozenset[tuple[Any, ...]]]:
+    names: set[str] = set()
+    paths: set[tuple[Any, ...]] = set()
+    if isinstance(allow, str):
+        allow = [allow]
+    for entry in allow:
+        if isinstance(entry, str):
+            names.add(entry)
+        else:
+            paths.add(tuple(entry))
+    return frozenset(names), frozenset(paths)
+
+
+# --- documents -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ProviderEntry:
+    """One provider's copy of the data key, as stored in a document."""
+
+    scheme: str
+    description: Mapping[str, Any]
+    wrapped_key: bytes = attrs.field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme,
+            "description": dict(self.description),
+            "wrapped_key": base64.b64encode(self.wrapped_key).decode("ascii"),
+        }
+
+
+@attrs.frozen(eq=False)
+class Document:
+    """A state document in memory: what :func:`load_document` read or
+    :func:`dump_document` wrote.
+
+    - ``tree``: the values, with every sealed leaf as a :class:`~veil.Secret`
+      (equal to ``loads`` of the bytes).
+    - ``stack``, ``serial``, ``key_id``, ``providers``: the document's clear fields.
+
+    Pass it as ``previous`` to the next save of the stack: the data key is reused
+    (no provider call) and unchanged secrets keep their ciphertexts. It holds the data
+    key and plaintexts in memory; its ``repr`` shows neither, and it cannot be pickled.
+    """
+
+    stack: str
+    serial: int
+    key_id: str
+    providers: tuple[ProviderEntry, ...]
+    _data_key: bytes = attrs.field(repr=False, alias="data_key")
+    _cipher: ValueCipher = attrs.field(repr=False, alias="cipher")
+    # aad -> (canonical plaintext, sealed value): what lets a re-save keep ciphertexts.
+    _sealed: Mapping[str, tuple[bytes, str]] = attrs.field(repr=False, alias="sealed")
+    # The document's tree in its stored form (markers in place of secrets).
+    _stored_tree: Any = attrs.field(repr=False, alias="stored_tree")
+    # Providers this document was opened or written with, and the entry each used.
+    _opened_by: tuple[tuple[object, ProviderEntry], ...] = attrs.field(
+        repr=False, alias="opened_by"
+    )
+    _tree_box: list[Any] = attrs.field(repr=False, alias="tree_box", factory=list)
+
+    @property
+    def tree(self) -> Any:
+        """The values, sealed leaves as :class:`~veil.Secret` (built once, on first use)."""
+        if not self._tree_box:
+            self._tree_box.append(_rebuild(self._stored_tree, self._sealed, self.stack))
+        return self._tree_box[0]
+
+    @property
+    def secret_count(self) -> int:
+        """How many sealed values the document holds."""
+        return len(self._sealed)
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        from ..errors import SecretPickleError
+
+        raise SecretPickleError("a Document holds a data key and plaintexts; it cannot be pickled")
+
+
+def _rebuild(stored: Any, sealed: Mapping[str, tuple[bytes, str]], stack: str) -> Any:
+    """The user-facing tree from the stored form and the known plaintexts."""
+
+    def leaf(aad: str) -> Secret[Any]:
+        plain = sealed[aad][0]
+        if plain[:1] == b"s":
+            return Secret(plain[1:].decode("utf-8", "surrogatepass"))
+        return Secret(json.loads(plain[1:]))
+
+    def walk(v: Any, pws: str) -> Any:
+        t = type(v)
+        if t is dict:
+            if len(v) == 1:
+                (k,) = v
+                if k == SECRET_KEY:
+                    return leaf(pws[:-1] + "]]" if pws.endswith(",") else pws + "]]")
+                if k == ESCAPE_KEY:
+                    ((ik, iv),) = v[k].items()
+                    return {ik: walk(iv, pws + _enc_str(ik) + ",")}
+            return {k: walk(x, pws + _enc_str(k) + ",") for k, x in v.items()}
+        if t is list:
+            return [walk(x, pws + str(i) + ",") for i, x in enumerate(v)]
+        return v
+
+    return walk(stored, _aad_prefix(stack))
+
+
+# --- dumping -----------------------------------------------------------------------------------
+
+
+class _Sealer:
+    """One save: walks the tree, seals secret leaves, collects strings for the guard."""
+
+    def __init__(
+        self,
+        cipher: ValueCipher,
+        stack: str,
+        previous: Mapping[str, tuple[bytes, str]],
+        guard: bool,
+    ) -> None:
+        self.cipher = cipher
+        self.stack = stack
+        self.previous = previous
+        self.sealed: dict[str, tuple[bytes, str]] = {}
+        self.guard = guard
+        # (string, container, key, container path or None at the root): plain strings
+        # for the leak guard.
+        self.strings: list[tuple[str, Any, Any, tuple[str | int, ...] | None]] = []
+        self.secret_strings: list[str] = []
+        self.secret_others: list[Any] = []
+        self.box: list[Any] = [None]  # holds the root, so a root string can be replaced
+
+    def seal(self, value: Any, aad: str, path: tuple[str | int, ...]) -> dict[str, str]:
+        plain = _plain(value, path)
+        canonical = _canonical_plain(plain)
+        before = self.previous.get(aad)
+        if before is not None and hmac.compare_digest(before[0], canonical):
+            token = before[1]
+        else:
+            token = self.cipher.seal(plain, aad.encode("ascii"))
+        self.sealed[aad] = (canonical, token)
+        if self.guard:
+            if type(plain) is str:
+                self.secret_strings.append(plain)
+            else:
+                self.secret_others.append(plain)
+        return {SECRET_KEY: token}
+
+    def root(self, tree: Any) -> Any:
+        self.child(tree, self.box, 0, (), None)
+        return self.box[0]
+
+    def child(
+        self, v: Any, out: Any, key: Any, path: tuple[str | int, ...], pws: str | None
+    ) -> None:
+        """Store the stored form of ``v`` (at ``path + (key,)``, or the root if pws is
+        None) into ``out[key]``: the slow path for anything but the common types."""
+        here = path if pws is None else (*path, key)
+        t = type(v)
+        if t is str:
+            out[key] = v
+            self.strings.append((v, out, key, path if pws is not None else None))
+        elif t is int or t is bool or v is None:
+            out[key] = v
+        elif t is float:
+            _check_float(v, here)
+            out[key] = v
+        elif t is dict:
+            out[key] = self.mapping(
+                v, here, _aad_prefix(self.stack) if pws is None else pws + _enc_key(key) + ","
+            )
+        elif t is list or t is tuple:
+            out[key] = self.sequence(
+                v, here, _aad_prefix(self.stack) if pws is None else pws + _enc_key(key) + ","
+            )
+        elif t is Secret:
+            out[key] = self.seal(v.reveal(), self.leaf_aad(pws, key), here)
+        elif _is_output(v):
+            inner, secret = _snapshot(v, here)
+            if secret:
+                out[key] = self.seal(inner, self.leaf_aad(pws, key), here)
+            else:
+                self.child(inner, out, key, path, pws)
+        elif isinstance(v, Secret):
+            out[key] = self.seal(v.reveal(), self.leaf_aad(pws, key), here)
+        elif isinstance(v, str):
+            self.child(str.__str__(v), out, key, path, pws)
+        elif isinstance(v, bool):
+            out[key] = bool(v)
+        elif isinstance(v, int):
+            out[key] = int.__index__(v)
+        elif isinstance(v, float):
+            self.child(float(v), out, key, path, pws)
+        elif isinstance(v, Mapping):
+            self.child(dict(v), out, key, path, pws)
+        elif isinstance(v, (list, tuple)):
+            self.child(list(v), out, key, path, pws)
+        else:
+            raise _unknown_type_error(v, here)
+
+    def leaf_aad(self, pws: str | None, key: Any) -> str:
+        if pws is None:
+            return _aad_prefix(self.stack) + "]]"
+        return pws + _enc_key(key) + "]]"
+
+    def mapping(
+        self, d: Mapping[Any, Any], path: tuple[str | int, ...], pws: str
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        strings = self.strings
+        for k, v in d.items():
+            if type(k) is not str:
+                raise _key_error(k, path)
+            t = type(v)
+            if t is str:
+                out[k] = v
+                strings.append((v, out, k, path))
+            elif t is int or t is bool or v is None:
+                out[k] = v
+            elif t is dict:
+                out[k] = self.mapping(v, (*path, k), pws + _enc_str(k) + ",")
+            elif t is Secret:
+                out[k] = self.seal(v.reveal(), pws + _enc_str(k) + "]]", (*path, k))
+            elif t is list:
+                out[k] = self.sequence(v, (*path, k), pws + _enc_str(k) + ",")
+            else:
+                self.child(v, out, k, path, pws)
+        if len(out) == 1 and k in _MARKERS:
+            return {ESCAPE_KEY: out}
+        return out
+
+    def sequence(self, s: Sequence[Any], path: tuple[str | int, ...], pws: str) -> list[Any]:
+        out: list[Any] = [None] * len(s)
+        strings = self.strings
+        for i, v in enumerate(s):
+            t = type(v)
+            if t is str:
+                out[i] = v
+                strings.append((v, out, i, path))
+            elif t is int or t is bool or v is None:
+                out[i] = v
+            elif t is dict:
+                out[i] = self.mapping(v, (*path, i), pws + str(i) + ",")
+            elif t is Secret:
+                out[i] = self.seal(v.reveal(), pws + str(i) + "]]", (*path, i))
+            elif t is list:
+                out[i] = self.sequence(v, (*path, i), pws + str(i) + ",")
+            else:
+                self.child(v, out, i, path, pws)
+        return out
+
+    # the leak guard
+
+    def find_leaks(self) -> list[tuple[tuple[str | int, ...], str, Any, Any]]:
+        """(path, reason, container, key) of each plain string that must not stay plain."""
+        equal: set[str] = {s for s in self.secret_strings if s}
+        contained: list[str] = [s for s in self.secret_strings if len(s) >= _CONTAIN_MIN]
+        for other in self.secret_others:
+            if type(other) is bool or other is None:
+                continue  # "true" or "null" is no secret worth matching
+            equal.add(_COMPACT.encode(other))
+            inner: list[str] = []
+            _collect_strings(other, inner)
+            equal.update(inner)
+            contained.extend(inner)
+        # Containment: every secret is indexed by its first 8 characters, and each
+        # plain string's 8-character windows are looked up: linear in the text.
+        index: dict[str, list[str]] = {}
+        for s in contained:
+            index.setdefault(s[:_CONTAIN_MIN], []).append(s)
+        heads = index.keys()
+        found = []
+        search = _CREDENTIALS.search
+        for s, out, key, path in self.strings:
+            reason = None
+            if s in equal:
+                reason = "equal"
+            else:
+                n = len(s)
+                if index and n > _CONTAIN_MIN:
+                    common = heads & {s[i : i + _CONTAIN_MIN] for i in range(n - _CONTAIN_MIN + 1)}
+                    for head in common:
+                        if any(secret in s for secret in index[head]):
+                            reason = "contains"
+                            break
+                if reason is None and n >= _CREDENTIAL_MIN:
+                    m = search(s)
+                    if m is not None:
+                        reason = m.lastgroup
+            if reason is not None:
+                found.append(((*path, key) if path is not None else (), reason, out, key))
+        return found
+
+
+def _wrap(provider: SecretsProvider, data_key: bytes, stack: str) -> ProviderEntry:
+    context = {"stack": stack}
+    try:
+        wrapped = provider.wrap_key(data_key, context)
+        description = provider.describe()
+    except VeilError:
+        raise
+    except Exception as exc:  # a user provider's bug: typed, without its message
+        raise ProviderError(
+            f"the {provider.scheme!r} provider failed to wrap the data key "
+            f"({type(exc).__name__}); check its configuration"
+        ) from exc
+    if not isinstance(wrapped, bytes) or not wrapped:
+        raise ProviderError(f"the {provider.scheme!r} provider's wrap_key did not return bytes")
+    try:
+        json.dumps(description, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ProviderError(
+            f"the {provider.scheme!r} provider's describe() is not JSON data"
+        ) from None
+    return ProviderEntry(scheme=provider.scheme, description=description, wrapped_key=wrapped)
+
+
+def _entries_for(
+    providers: Sequence[SecretsProvider],
+    data_key: bytes,
+    stack: str,
+    previous: Document | None,
+) -> tuple[tuple[ProviderEntry, ...], tuple[tuple[object, ProviderEntry], ...]]:
+    entries: list[ProviderEntry] = []
+    opened: list[tuple[object, ProviderEntry]] = []
+    for p in providers:
+        entry = None
+        if previous is not None and previous.stack == stack:
+            for obj, e in previous._opened_by:
+                if obj is p and e in previous.providers:
+                    entry = e
+                    break
+            if entry is None:
+                description = p.describe()
+                for e in previous.providers:
+                    if e.scheme == p.scheme and e.description == description:
+                        entry = e
+                        break
+        if entry is None:
+            entry = _wrap(p, data_key, stack)
+        if entry not in entries:
+            entries.append(entry)
+        opened.append((p, entry))
+    return tuple(entries), tuple(opened)
+
+
+def _mac_input(header: Mapping[str, Any], stored_tree: Any) -> bytes:
+    body = dict(header)
+    body["tree"] = stored_tree
+    try:
+        return _MAC_DOMAIN + _CANONICAL.encode(body).encode("ascii")
+    except (TypeError, ValueError, RecursionError):
+        raise StateFormatError("the document holds values JSON cannot encode") from None
+
+
+def _render(header: Mapping[str, Any], stored_tree: Any, mac: str) -> bytes:
+    """The file: one member per line, sorted keys, so that diffs show real changes."""
+    parts: list[str] = ["{\n"]
+    for key in ("veil_state", "stack", "serial", "key_id"):
+        parts.append(f'  "{key}": {_COMPACT.encode(header[key])},\n')
+    parts.append('  "providers": [\n')
+    parts.append(",\n".join("    " + _COMPACT.encode(p) for p in header["providers"]))
+    parts.append('\n  ],\n  "tree": ')
+    _pretty(stored_tree, "  ", parts)
+    parts.append(f',\n  "mac": "{mac}"\n}}\n')
+    return "".join(parts).encode("utf-8", "surrogatepass")
+
+
+def _pretty(v: Any, indent: str, parts: list[str]) -> None:
+    t = type(v)
+    if t is dict:
+        if not v:
+            parts.append("{}")
+            return
+        if len(v) == 1 and SECRET_KEY in v:
+            parts.append(_COMPACT.encode(v))
+            return
+        inner = indent + "  "
+        append = parts.append
+        append("{")
+        first = True
+        for k in sorted(v):
+            x = v[k]
+            append(("\n" if first else ",\n") + inner + _COMPACT.encode(k) + ": ")
+            first = False
+            tx = type(x)
+            if tx is dict or tx is list:
+                _pretty(x, inner, parts)
+            else:
+                append(_COMPACT.encode(x))
+        append("\n" + indent + "}")
+    elif t is list:
+        if not v:
+            parts.append("[]")
+            return
+        inner = indent + "  "
+        parts.append("[")
+        first = True
+        for x in v:
+            parts.append(("\n" if first else ",\n") + inner)
+            first = False
+            tx = type(x)
+            if tx is dict or tx is list:
+                _pretty(x, inner, parts)
+            else:
+                parts.append(_COMPACT.encode(x))
+        parts.append("\n" + indent + "]")
+    else:
+        parts.append(_COMPACT.encode(v))
+
+
+def dump_document(
+    tree: Any,
+    *,
+    provider: SecretsProvider,
+    stack: str,
+    previous: Document | bytes | None = None,
+    additional_providers: Sequence[SecretsProvider] = (),
+    serial: int | None = None,
+    rotate_key: bool = False,
+    strict: bool | None = None,
+    allow_plaintext: Iterable[PathLike] = (),
+) -> tuple[bytes, Document]:
+    """Serialise ``tree`` for ``stack``; return the bytes and the new :class:`Document`.
+
+    - Every :class:`~veil.Secret` and every resolved secret Output is sealed as one
+      leaf; everything else stays readable. A pending Output raises
+      :class:`~veil.PendingOutputError`, an unknown one :class:`~veil.UnknownValueError`,
+      a non-JSON value or a non-str key :class:`~veil.InvalidValueError` (each names
+      the path).
+    - ``previous`` (a Document, or the bytes of one): its data key is reused and each
+      secret that did not change keeps its sealed value; the serial grows by one.
+      Without it a new data key is made and ``serial`` (default 1) is used.
+    - The data key is wrapped for ``provider`` and each of ``additional_providers``
+      (any of them can open the document); an entry of ``previous`` is reused for a
+      provider it was opened with or whose ``describe()`` is unchanged.
+    - ``rotate_key``: a new data key, every value sealed afresh.
+    - The leak guard: a plain string that equals a secret of this document, contains one
+      of at least 8 characters, or looks like a well-known credential is sealed anyway
+      with a :class:`~veil.LeakWarning` naming its path; with ``strict`` (default: the
+      ``VEIL_STRICT`` environment variable) :class:`~veil.PlaintextLeakError` instead.
+      Paths in ``allow_plaintext`` stay plain.
+    """
+    return _dump(
+        tree,
+        provider=provider,
+        stack=stack,
+        previous=previous,
+        additional_providers=additional_providers,
+        serial=serial,
+        rotate_key=rotate_key,
+        strict=strict,
+        allow_plaintext=allow_plaintext,
+        stacklevel=3,
+    )
+
+
+def _dump(
+    tree: Any,
+    *,
+    provider: SecretsProvider,
+    stack: str,
+    previous: Document | bytes | None = None,
+    additional_providers: Sequence[SecretsProvider] = (),
+    serial: int | None = None,
+    rotate_key: bool = False,
+    strict: bool | None = None,
+    allow_plaintext: Iterable[PathLike] = (),
+    stacklevel: int,
+) -> tuple[bytes, Document]:
+    validate_stack_name(stack)
+    if isinstance(previous, (bytes, bytearray, memoryview)):
+        previous = load_document(bytes(previous), provider=provider)
+    if previous is not None and not isinstance(previous, Document):
+        raise InvalidValueError(
+            f"previous must be a Document or bytes, not {type(previous).__name__}"
+        )
+    if strict is None:
+        strict = _strict_from_env()
+
+    if previous is not None and not rotate_key:
+        data_key = previous._data_key
+        cipher = previous._cipher
+        reuse = previous._sealed if previous.stack == stack else {}
+        new_serial = previous.serial + 1 if serial is None else serial
+    else:
+        data_key = generate_data_key()
+        cipher = ValueCipher(data_key)
+        reuse = {}
+        new_serial = (
+            (previous.serial + 1 if previous is not None else 1) if serial is None else serial
+        )
+    if isinstance(new_serial, bool) or not isinstance(new_serial, int) or new_serial < 0:
+        raise InvalidValueError(f"serial must be an int >= 0, not {new_serial!r}")
+
+    sealer = _Sealer(cipher, stack, reuse, guard=True)
+    try:
+        stored = sealer.root(tree)
+    except RecursionError:
+        raise InvalidValueError(
+            "the tree is nested too deeply or refers to itself; state must be a tree"
+        ) from None
+
+    leaks = sealer.find_leaks()
+    if leaks:
+        names, paths = _normalise_allow(allow_plaintext)
+        reported = []
+        for full, reason, out, key in leaks:
+            if full in paths or format_path(full) in names or ".".join(map(str, full)) in names:
+                continue
+            reported.append((full, reason))
+            if not strict:
+                out[key] = sealer.seal(out[key], _aad_of(stack, full), full)
+        if reported and strict:
+            raise PlaintextLeakError(_leak_message(reported, strict=True))
+        if reported:
+            warnings.warn(_leak_message(reported, strict=False), LeakWarning, stacklevel=stacklevel)
+        stored = sealer.box[0]
+
+    providers = (provider, *additional_providers)
+    entries, opened = _entries_for(providers, data_key, stack, previous if not rotate_key else None)
+    header: dict[str, Any] = {
+        "veil_state": FORMAT_VERSION,
+        "stack": stack,
+        "serial": new_serial,
+        "key_id": cipher.key_id,
+        "providers": [e.to_json() for e in entries],
+    }
+    mac = cipher.mac(_mac_input(header, stored)).hex()
+    data = _render(header, stored, mac)
+    document = Document(
+        stack=stack,
+        serial=new_serial,
+        key_id=cipher.key_id,
+        providers=entries,
+        data_key=data_key,
+        cipher=cipher,
+        sealed=sealer.sealed,
+        stored_tree=stored,
+        opened_by=opened,
+    )
+    return data, document
+
+
+def _leak_message(reported: list[tuple[tuple[str | int, ...], str]], *, strict: bool) -> str:
+    shown = [
+        f"{format_path(p)} ({_REASONS.get(r, 'looks like a credential')})" for p, r in reported[:20]
+    ]
+    more = f" and {len(reported) - 20} more" if len(reported) > 20 else ""
+    listing = "; ".join(shown) + more
+    if strict:
+        return (
+            f"plain values would leak a secret: {listing}. Nothing was written. Mark them "
+            "secret where they are made (veil.secret / Output.secret), or list their paths "
+            "in allow_plaintext if they are really public"
+        )
+    return (
+        f"plain values held secret material and were encrypted anyway: {listing}. Mark "
+        "them secret where they are made (veil.secret / Output.secret), or list their "
+        "paths in allow_plaintext if they are really public"
+    )
+
+
+def dumps(
+    tree: Any,
+    *,
+    provider: SecretsProvider,
+    stack: str,
+    previous: Document | bytes | None = None,
+    **options: Any,
+) -> bytes:
+    """The bytes of a state document for ``tree``; see :func:`dump_document`."""
+    return _dump(tree, provider=provider, stack=stack, previous=previous, stacklevel=3, **options)[
+        0
+    ]
+
+
+async def _resolve(value: Any, path: tuple[str | int, ...]) -> Any:
+    """``value`` with every Output awaited: secret ones become Secrets."""
+    t = type(value)
+    if t is str or t is int or t is float or t is bool or value is None:
+        return value
+    if t is dict or (isinstance(value, Mapping) and not _is_output(value)):
+        return {k: await _resolve(v, (*path, k)) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [await _resolve(v, (*path, i)) for i, v in enumerate(value)]
+    if isinstance(value, Secret):
+        inner = value.reveal()
+        if type(inner) in (str, int, float, bool) or inner is None:
+            return value
+        return Secret(await _resolve(inner, path))
+    if _is_output(value):
+        inner, known, secret, _resources = await value._veil_resolve_()
+        if not known:
+            raise UnknownValueError(
+                f"the Output at {format_path(path)} is unknown (a preview value); "
+                "state can only be written once every value is known"
+            )
+        resolved = await _resolve(inner, path)
+        if secret:
+            return Secret(resolved) if not isinstance(resolved, Secret) else resolved
+        return resolved
+    return value
+
+
+async def dump_document_async(
+    tree: Any, *, provider: SecretsProvider, stack: str, **options: Any
+) -> tuple[bytes, Document]:
+    """:func:`dump_document` that first awaits every pending Output in ``tree``."""
+    try:
+        return dump_document(tree, provider=provider, stack=stack, **options)
+    except PendingOutputError:
+        pass
+    resolved = await _resolve(tree, ())
+    return dump_document(resolved, provider=provider, stack=stack, **options)
+
+
+async def dumps_async(tree: Any, *, provider: SecretsProvider, stack: str, **options: Any) -> bytes:
+    """:func:`dumps` that first awaits every pending Output in ``tree``."""
+    return (await dump_document_async(tree, provider=provider, stack=stack, **options))[0]
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _format_error(what: str) -> StateFormatError:
+    return StateFormatError(f"not a valid veil state document: {what}")
+
+
+def _parse(data: bytes) -> dict[str, Any]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise StateFormatError(f"a state document is bytes, not {type(data).__name__}")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _format_error("it is not UTF-8 text (truncated or binary?)") from None
+    try:
+        raw = json.loads(text)
+    except RecursionError:
+        raise _format_error("it is nested too deeply") from None
+    except ValueError as exc:
+        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise _format_error(f"it is not JSON{where} (truncated or edited by hand?)") from None
+    if not isinstance(raw, dict):
+        raise _format_error("the top level is not a JSON object")
+    if "veil_state" not in raw:
+        raise _format_error("it has no 'veil_state' field (another kind of file?)")
+    version = raw["veil_state"]
+    if type(version) is not int:
+        raise _format_error("'veil_state' is not a whole number")
+    if version != FORMAT_VERSION:
+        if version > FORMAT_VERSION:
+            raise StateFormatError(
+                f"the state document has format version {version}; this veil reads "
+                f"version {FORMAT_VERSION}. Upgrade veil to read it."
+            )
+        raise StateFormatError(f"unknown state document format version {version}")
+    keys = set(raw)
+    if keys != set(_TOP_KEYS):
+        missing = sorted(set(_TOP_KEYS) - keys)
+        extra = sorted(keys - set(_TOP_KEYS))
+        raise _format_error(
+            f"fields missing: {missing}, unexpected: {extra}"
+            if missing
+            else f"unexpected fields: {extra}"
+        )
+    stack = raw["stack"]
+    try:
+        validate_stack_name(stack)
+    except InvalidStackNameError:
+        raise _format_error("'stack' is not a valid stack name") from None
+    serial = raw["serial"]
+    if type(serial) is not int or serial < 0:
+        raise _format_error("'serial' is not a whole number >= 0")
+    kid = raw["key_id"]
+    if type(kid) is not str or len(kid) != 16 or not set(kid) <= _HEX:
+        raise _format_error("'key_id' is not 16 lower-case hex digits")
+    mac = raw["mac"]
+    if type(mac) is not str or len(mac) != 64 or not set(mac) <= _HEX:
+        raise _format_error("'mac' is not 64 lower-case hex digits")
+    providers = raw["providers"]
+    if type(providers) is not list or not providers:
+        raise _format_error("'providers' is not a non-empty list")
+    for entry in providers:
+        if type(entry) is not dict or set(entry) != _ENTRY_KEYS:
+            raise _format_error(
+                "a 'providers' entry needs exactly scheme, description, wrapped_key"
+            )
+        if type(entry["scheme"]) is not str or type(entry["description"]) is not dict:
+            raise _format_error("a 'providers' entry has a bad scheme or description")
+        if type(entry["wrapped_key"]) is not str:
+            raise _format_error("a 'providers' entry has a bad wrapped_key")
+    return raw
+
+
+def _entry_of(raw: Mapping[str, Any]) -> ProviderEntry:
+    try:
+        wrapped = base64.b64decode(raw["wrapped_key"].encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeError, ValueError):
+        raise _format_error("a 'wrapped_key' is not base64") from None
+    return ProviderEntry(scheme=raw["scheme"], description=raw["description"], wrapped_key=wrapped)
+
+
+def _unwrap(
+    provider: SecretsProvider, entries: Sequence[ProviderEntry], stack: str, kid: str
+) -> tuple[bytes, ProviderEntry]:
+    scheme = getattr(provider, "scheme", None)
+    candidates = [e for e in entries if e.scheme == scheme]
+    if not candidates:
+        known = ", ".join(sorted({e.scheme for e in entries}))
+        raise KeyUnwrapError(
+            f"stack {stack!r} cannot be opened with a {scheme!r} provider; it was "
+            f"written for: {known}. Use one of those providers."
+        )
+    failure: VeilError | None = None
+    context = {"stack": stack}
+    for entry in candidates:
+        try:
+            opener = provider.with_description(entry.description)
+            data_key = opener.unwrap_key(entry.wrapped_key, context)
+        except VeilError as exc:
+            failure = failure or exc
+            continue
+        except Exception as exc:  # a user provider's bug: typed, without its message
+            raise ProviderError(
+                f"the {scheme!r} provider failed to unwrap the data key "
+                f"({type(exc).__name__}); check its configuration"
+            ) from exc
+        if not isinstance(data_key, bytes) or len(data_key) != DATA_KEY_SIZE:
+            failure = failure or KeyUnwrapError(
+                f"the {scheme!r} provider returned no valid data key for stack {stack!r}"
+            )
+            continue
+        if key_id(data_key) != kid:
+            failure = failure or KeyUnwrapError(
+                f"the {scheme!r} provider unwrapped another key than the one stack "
+                f"{stack!r} was written with (key id {kid})"
+            )
+            continue
+        return data_key, entry
+    assert failure is not None
+    raise failure
+
+
+class _Opener:
+    """One load: walks the stored tree, opens sealed leaves, records plaintexts."""
+
+    def __init__(self, cipher: ValueCipher, stack: str) -> None:
+        self.cipher = cipher
+        self.stack = stack
+        self.sealed: dict[str, tuple[bytes, str]] = {}
+
+    def open(self, token: Any, aad: str, path: Callable[[], tuple[str | int, ...]]) -> Secret[Any]:
+        if type(token) is not str:
+            raise _format_error(f"the sealed value at {format_path(path())} is not a string")
+        try:
+            value = self.cipher.open(token, aad.encode("ascii"))
+        except DecryptionError:
+            raise StateIntegrityError(
+                f"the sealed value at {format_path(path())} does not open: the document "
+                "was changed or assembled from pieces of other documents"
+            ) from None
+        self.sealed[aad] = (_canonical_plain(value), token)
+        return Secret(value)
+
+    def walk(self, v: Any, path: tuple[str | int, ...], pws: str) -> Any:
+        t = type(v)
+        if t is dict:
+            if len(v) == 1:
+                ((k, x),) = v.items()
+                if k == SECRET_KEY:
+                    return self.open(x, pws[:-1] + "]]" if path else pws + "]]", lambda: path)
+                if k == ESCAPE_KEY:
+                    if type(x) is not dict or len(x) != 1 or next(iter(x)) not in _MARKERS:
+                        raise _format_error(f"a bad escape at {format_path(path)}")
+                    ((ik, ix),) = x.items()
+                    return {ik: self.walk(ix, (*path, ik), pws + _enc_str(ik) + ",")}
+            out = {}
+            for k, x in v.items():
+                tx = type(x)
+                if tx is dict or tx is list:
+                    out[k] = self.walk(x, (*path, k), pws + _enc_str(k) + ",")
+                else:
+                    out[k] = x
+            return out
+        if t is list:
+            return [
+                self.walk(x, (*path, i), pws + str(i) + ",") if type(x) in (dict, list) else x
+                for i, x in enumerate(v)
+            ]
+        return v
+
+
+def load_document(data: bytes, *, provider: SecretsProvider) -> Document:
+    """Read a state document; the returned :class:`Document` holds the tree.
+
+    Checks, in order: JSON (:class:`~veil.StateFormatError`), structure and format
+    version (``StateFormatError``), the data key through ``provider`` (its errors:
+    :class:`~veil.IncorrectPassphraseError`, :class:`~veil.KeyUnwrapError`, ...), the
+    MAC (:class:`~veil.StateIntegrityError`), then each sealed value
+    (``StateIntegrityError``). ``provider`` supplies credentials; its stored settings
+    come from the document (``provider.with_description``).
+    """
+    raw = _parse(data)
+    stack: str = raw["stack"]
+    entries = tuple(_entry_of(e) for e in raw["providers"])
+    data_key, entry = _unwrap(provider, entries, stack, raw["key_id"])
+    cipher = ValueCipher(data_key)
+    header = {k: raw[k] for k in _TOP_KEYS if k not in ("tree", "mac")}
+    if not cipher.verify_mac(_mac_input(header, raw["tree"]), bytes.fromhex(raw["mac"])):
+        raise StateIntegrityError(
+            f"the MAC of stack {stack!r} does not match: the document was edited, "
+            "reordered or assembled from pieces of other documents. Restore a good copy "
+            "(the store keeps history)."
+        )
+    opener = _Opener(cipher, stack)
+    try:
+        tree = opener.walk(raw["tree"], (), _aad_prefix(stack))
+    except RecursionError:
+        raise _format_error("it is nested too deeply") from None
+    return Document(
+        stack=stack,
+        serial=raw["serial"],
+        key_id=raw["key_id"],
+        providers=entries,
+        data_key=data_key,
+        cipher=cipher,
+        sealed=opener.sealed,
+        stored_tree=raw["tree"],
+        opened_by=((provider, entry),),
+        tree_box=[tree],
+    )
+
+
+def loads(data: bytes, *, provider: SecretsProvider) -> Any:
+    """The tree of a state document, each sealed leaf as a :class:`~veil.Secret`.
+
+    See :func:`load_document` for the checks and errors.
+    """
+    return load_document(data, provider=provider).tree
