@@ -412,6 +412,15 @@ def test_replaced_key_file_is_told_by_fingerprint(tmp_path: Path) -> None:
         LocalKeyProvider.from_description(description).unwrap_key(wrapped, CTX)
 
 
+def test_another_key_file_with_the_stored_description_fails(tmp_path: Path) -> None:
+    writer = LocalKeyProvider(tmp_path / "a.key")
+    wrapped = writer.wrap_key(generate_data_key(), CTX)
+    other = LocalKeyProvider(tmp_path / "b.key")
+    other.describe()
+    with pytest.raises(veil.KeyUnwrapError):
+        other.with_description(writer.describe()).unwrap_key(wrapped, CTX)
+
+
 def test_file_url_forms(tmp_path: Path) -> None:
     absolute = provider_from_url(f"file://{tmp_path}/a%20b.key")
     assert isinstance(absolute, LocalKeyProvider)
@@ -441,6 +450,14 @@ def test_age_identity_file_may_hold_comments_and_several_keys(
     key = generate_data_key()
     wrapped = AgeProvider(RCPT1).wrap_key(key, CTX)
     assert AgeProvider(RCPT1).unwrap_key(wrapped, CTX) == key
+
+
+def test_age_other_identity_with_the_stored_description_fails() -> None:
+    writer = AgeProvider(RCPT1)
+    wrapped = writer.wrap_key(generate_data_key(), CTX)
+    other = AgeProvider(RCPT2, identities=[ID2])
+    with pytest.raises(veil.KeyUnwrapError):
+        other.with_description(writer.describe()).unwrap_key(wrapped, CTX)
 
 
 def test_age_wraps_to_every_recipient() -> None:
