@@ -21,7 +21,9 @@ from .output import (
     contains_unknowns,
     deferred_output,
 )
+from .redact import SecretRedactingFilter, install_log_filter, redact
 from .secret import MASK, Secret, is_secret, reveal
+from .stack import Stack
 
 __version__ = "0.1.0"
 
@@ -50,11 +52,15 @@ __all__ = [
     "Inputs",
     "Output",
     "Secret",
+    "SecretRedactingFilter",
+    "Stack",
     "Unknown",
     "__version__",
     "contains_unknowns",
     "deferred_output",
+    "install_log_filter",
     "is_secret",
+    "redact",
     "reveal",
     "secret",
     "unsecret",
