@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -271,7 +272,11 @@ class Output(Generic[T_co]):
     @staticmethod
     def _fire(cell: _Cell) -> None:
         for fut in cell.waiters:
-            fut.get_loop().call_soon_threadsafe(_wake, fut)
+            if fut.done():
+                continue  # its awaiter gave up (cancelled, timed out)
+            # A closed event loop raises RuntimeError: nobody waits there any more.
+            with contextlib.suppress(RuntimeError):
+                fut.get_loop().call_soon_threadsafe(_wake, fut)
         cell.waiters = []
         callbacks, cell.callbacks = cell.callbacks, []
         for cb in callbacks:
@@ -1012,11 +1017,14 @@ def _walk(root: Any, acc: _Acc) -> Generator[Output[Any], None, Any]:
     Output has settled. Returns the unwrapped value. Iterative, so any depth works;
     shared and cyclic dicts and lists are reproduced, not walked twice or forever."""
     memo: dict[int, Any] = {}
+    # Containers whose walk unwrapped nothing: an object holding them need not be rebuilt.
+    unchanged: set[int] = set()
     stack: list[_Frame] = []
     cur = root
     while True:
         # 1. Turn `cur` into a finished value, or push a frame for it.
         pushed = False
+        orig = cur
         while True:
             if type(cur) in _SCALARS:
                 break
@@ -1065,6 +1073,8 @@ def _walk(root: Any, acc: _Acc) -> Generator[Output[Any], None, Any]:
                         "only dicts and lists may refer back to themselves"
                     )
                 cur = seen
+                if id(orig) in unchanged:
+                    orig = cur
                 break
             if kind == _DICT:
                 frame = _Frame(kind, cur, list(dict.items(cur)), {})
@@ -1087,7 +1097,7 @@ def _walk(root: Any, acc: _Acc) -> Generator[Output[Any], None, Any]:
         if not pushed:
             if not stack:
                 return cur
-            _store(stack[-1], cur)
+            _store(stack[-1], cur, cur is not orig)
 
         # 3. Find the next value to visit, finishing frames on the way.
         while True:
@@ -1100,7 +1110,9 @@ def _walk(root: Any, acc: _Acc) -> Generator[Output[Any], None, Any]:
             value = _finish(frame, memo)
             if not stack:
                 return value
-            _store(stack[-1], value)
+            if not frame.changed:
+                unchanged.add(id(frame.orig))
+            _store(stack[-1], value, frame.changed)
 
 
 _FRAME_DONE = object()
@@ -1114,8 +1126,11 @@ class _Key:
         self.value = value
 
 
-def _store(frame: _Frame, value: Any) -> None:
-    """Record a finished child value in its frame."""
+def _store(frame: _Frame, value: Any, changed: bool) -> None:
+    """Record a finished child value in its frame; ``changed`` if the walk unwrapped
+    something in it."""
+    if changed:
+        frame.changed = True
     kind = frame.kind
     if kind == _DICT:
         if frame.key is _KEY_PENDING:
@@ -1125,10 +1140,7 @@ def _store(frame: _Frame, value: Any) -> None:
         frame.key = None
         frame.result[key.value] = value
     elif kind == _OBJ:
-        name, original = frame.items[frame.index - 1]
-        if value is not original:
-            frame.changed = True
-        frame.result[name] = value
+        frame.result[frame.items[frame.index - 1][0]] = value
     else:
         frame.result.append(value)
 
@@ -1185,10 +1197,10 @@ def _finish(frame: _Frame, memo: dict[int, Any]) -> Any:
     if kind in (_DICT, _LIST):
         return frame.result
     orig = frame.orig
-    if kind == _TUPLE:
-        value: Any = tuple(frame.result)
-    elif not frame.changed:
+    if not frame.changed:
         value = orig
+    elif kind == _TUPLE:
+        value = tuple(frame.result)
     else:
         value = type(orig)(**frame.result)
     memo[id(orig)] = value
