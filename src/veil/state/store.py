@@ -12,6 +12,7 @@ import abc
 import contextlib
 import datetime as _dt
 import getpass
+import glob
 import json
 import os
 import re
@@ -423,6 +424,7 @@ class FileStore(StateStore):
         # Two rounds at most: the second follows the takeover of a stale lock.
         for _ in range(3):
             if self._try_create(path, info):
+                self._remove_old_lock_leftovers(path)
                 return
             holder = self._read_lock(path)
             if holder is None:
@@ -439,6 +441,17 @@ class FileStore(StateStore):
             raise self._locked_error(stack, holder)
         raise StateLockedError(f"could not take the lock of stack {stack!r} (contended); try again")
 
+    @staticmethod
+    def _remove_old_lock_leftovers(path: Path) -> None:
+        # Records of takers killed between writing and linking; a live one is
+        # younger than a second.
+        import time
+
+        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - leftover.stat().st_mtime > 60:
+                    leftover.unlink()
+
     def _locked_error(self, stack: str, holder: LockInfo) -> StateLockedError:
         return StateLockedError(
             f"stack {stack!r} is locked by {holder.describe()}. "
@@ -449,6 +462,28 @@ class FileStore(StateStore):
 
     @staticmethod
     def _try_create(path: Path, info: LockInfo) -> bool:
+        """Create the lock file holding ``info``; False if it exists.
+
+        The record is written to a private file first and then hard-linked into place
+        (link fails if the name exists, like ``O_CREAT|O_EXCL``), so a lock file is
+        never seen empty, even if its writer is killed half way.
+        """
+        tmp = path.with_name(f".{path.name}.{info.token}.tmp")
+        if not FileStore._try_create_excl(tmp, info, sync=False):
+            return FileStore._try_create_excl(path, info)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this file system
+            return FileStore._try_create_excl(path, info)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return True
+
+    @staticmethod
+    def _try_create_excl(path: Path, info: LockInfo, *, sync: bool = True) -> bool:
         try:
             fd = os.open(
                 path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600
@@ -457,7 +492,8 @@ class FileStore(StateStore):
             return False
         try:
             os.write(fd, info.to_json())
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         return True
@@ -563,9 +599,20 @@ class FileStore(StateStore):
         path = self._state_path(stack)
         with self._writing(stack):
             self._ensure_dir(path.parent)
+            self._remove_leftovers(path)
             _write_atomic(path, bytes(data))
             if self.history_size:
                 self._record_history(stack, path)
+
+    @staticmethod
+    def _remove_leftovers(path: Path) -> None:
+        """Remove temporary files of writers killed mid-write (SIGKILL, power loss).
+
+        Called under the stack's lock, so no live writer owns one of them.
+        """
+        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
 
     def _record_history(self, stack: str, current: Path) -> None:
         folder = self._history_dir(stack)
