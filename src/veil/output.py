@@ -22,14 +22,16 @@ recursively, so chains of any length settle in constant stack depth).
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import dataclasses
-import inspect
 import json
+import sys
+import types
 from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable as _AwaitableABC
 from typing import (
+    TYPE_CHECKING,
     Any,
     Generic,
     NoReturn,
@@ -38,6 +40,9 @@ from typing import (
     cast,
     overload,
 )
+
+if TYPE_CHECKING:
+    import asyncio
 
 from .errors import (
     OutputToStringError,
@@ -127,6 +132,16 @@ def contains_unknowns(val: Any) -> bool:
     return False
 
 
+_CO_ITERABLE_COROUTINE = 0x100
+
+
+def _isawaitable(obj: object) -> bool:
+    """``inspect.isawaitable`` without importing inspect."""
+    return isinstance(obj, (types.CoroutineType, _AwaitableABC)) or (
+        isinstance(obj, types.GeneratorType) and bool(obj.gi_code.co_flags & _CO_ITERABLE_COROUTINE)
+    )
+
+
 # --- settling machinery ------------------------------------------------------------------
 
 _queue: collections.deque[Callable[[], None]] = collections.deque()
@@ -176,8 +191,11 @@ def _start_unstarted(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
+    # asyncio is imported only by programs that use it: no import cost for the rest.
+    if "asyncio" not in sys.modules:
+        return None
     try:
-        return asyncio.get_running_loop()
+        return sys.modules["asyncio"].get_running_loop()  # type: ignore[no-any-return]
     except RuntimeError:
         return None
 
@@ -367,6 +385,8 @@ class Output(Generic[T_co]):
         """``(value, known, secret, resources)``, awaiting a pending Output."""
         cell = self._pending
         if cell is not None:
+            import asyncio
+
             loop = asyncio.get_running_loop()
             _start_unstarted(loop)
             if not cell.failed:
@@ -472,7 +492,7 @@ class Output(Generic[T_co]):
                 self._resources | result._resources if result._resources else self._resources,
                 result._clean,
             )
-        if inspect.isawaitable(result):
+        if _isawaitable(result):
             return Output._from_awaitable(result)._then(lambda src: self._absorb(src._value))
         known = not contains_unknowns(result)
         return _make(result, known, self._secret, self._resources, False)
@@ -1057,7 +1077,7 @@ def _walk(root: Any, acc: _Acc) -> Generator[Output[Any], None, Any]:
                 kind = _LIST
             elif isinstance(cur, tuple):
                 kind = _TUPLE
-            elif inspect.isawaitable(cur):
+            elif _isawaitable(cur):
                 cur = Output._from_awaitable(cur)
                 continue
             else:
@@ -1189,7 +1209,7 @@ def _next_child(frame: _Frame) -> Any:
 
 
 def _needs_walk(k: Any) -> bool:
-    return isinstance(k, (Output, Secret)) or inspect.isawaitable(k)
+    return isinstance(k, (Output, Secret)) or _isawaitable(k)
 
 
 def _finish(frame: _Frame, memo: dict[int, Any]) -> Any:
