@@ -31,9 +31,16 @@ def best(fn: Callable[[], Any], repeat: int = REPEAT) -> float:
     return min(times)
 
 
-def nested(leaves: int, width: int = 100) -> dict[str, Any]:
-    groups = max(1, leaves // width)
-    return {f"g{i}": {f"k{j}": f"v{i}-{j}" for j in range(width)} for i in range(groups)}
+def nested(leaves: int, width: int = 10) -> Any:
+    """Nested dicts, ``width`` keys each (the shape of real state and config trees),
+    holding ``leaves`` string leaves (a power of ``width``)."""
+
+    def level(n: int, prefix: str) -> Any:
+        if n == 1:
+            return f"value-{prefix}"
+        return {f"k{i}": level(n // width, f"{prefix}.{i}") for i in range(width)}
+
+    return level(leaves, "v")
 
 
 # --- veil: everything runs synchronously ------------------------------------------
@@ -43,7 +50,8 @@ def veil_apply_chain(n: int) -> None:
     o = VOutput.secret(0)
     for _ in range(n):
         o = o.apply(lambda v: v + 1)
-    assert veil.reveal(o) == n and veil.is_secret(o)
+    assert veil.reveal(o) == n
+    assert veil.is_secret(o)
 
 
 def veil_all(outs: list[VOutput[int]]) -> None:

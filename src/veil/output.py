@@ -593,6 +593,15 @@ class Output(Generic[T_co]):
             flat = _flat_dict(val)
             if flat is not None:
                 return flat
+            try:
+                return _make(_copy_plain(val, 0), True, False, _NO_RESOURCES, True)
+            except _NotPlain:
+                pass
+        elif type(val) is list:
+            try:
+                return _make(_copy_plain(val, 0), True, False, _NO_RESOURCES, True)
+            except _NotPlain:
+                pass
         return _unwrap(val)
 
     @staticmethod
@@ -961,6 +970,37 @@ def _flat_dict(val: dict[Any, Any]) -> Output[Any] | None:
     return _make(result, known, secret, resources, True)
 
 
+class _NotPlain(Exception):
+    pass
+
+
+_PLAIN_DEPTH = 100
+
+
+def _copy_plain(val: Any, depth: int) -> Any:
+    """A copy of a tree of exact dicts and lists with scalar leaves (the common case of
+    from_input), in comprehensions; anything else raises _NotPlain and takes the walk."""
+    if depth > _PLAIN_DEPTH:
+        raise _NotPlain  # deep or cyclic: the iterative walk handles it
+    t = type(val)
+    if t is dict:
+        d = depth + 1
+        return {
+            k if type(k) in _SCALARS else _not_plain(): v
+            if type(v) in _SCALARS
+            else _copy_plain(v, d)
+            for k, v in val.items()
+        }
+    if t is list:
+        d = depth + 1
+        return [v if type(v) in _SCALARS else _copy_plain(v, d) for v in val]
+    raise _NotPlain
+
+
+def _not_plain() -> NoReturn:
+    raise _NotPlain
+
+
 # --- from_input: one iterative walker, driven synchronously or by callbacks ---------------
 
 
@@ -1109,6 +1149,8 @@ def _walk(root: Any, acc: _Acc) -> Generator[Output[Any], None, Any]:
                 assert names is not None
                 frame = _Frame(kind, cur, [(n, _get_field(cur, n)) for n in names], {})
                 memo[id(cur)] = _IN_PROGRESS
+            if cur is not orig:
+                frame.changed = True  # it came out of an Output, a Secret or an awaitable
             stack.append(frame)
             pushed = True
             break
