@@ -167,6 +167,12 @@ def test_from_input_returns_dataclass_with_plain_nested_containers_as_same_objec
     assert veil.reveal(Output.from_input(d)) is d
 
 
+def test_from_input_unwraps_output_of_container_inside_tuple_and_dataclass() -> None:
+    inner = Output.from_input(0).apply(lambda v: [v, 1])  # an Output holding a list
+    assert veil.reveal(Output.from_input((inner,))) == ([0, 1],)
+    assert veil.reveal(Output.from_input(DC(inner))) == DC([0, 1])
+
+
 def test_from_input_does_not_rerun_attrs_converter_on_unchanged_instance() -> None:
     @attrs.define
     class Scaled:
@@ -198,15 +204,15 @@ class Shadowed(dict[str, Any]):
     """Like Pulumi's output types: properties shadow dict methods."""
 
     @property
-    def keys(self) -> Any:  # type: ignore[override]
+    def keys(self) -> Any:
         return self["keys"]
 
     @property
-    def values(self) -> Any:  # type: ignore[override]
+    def values(self) -> Any:
         return self["values"]
 
     @property
-    def items(self) -> Any:  # type: ignore[override]
+    def items(self) -> Any:
         return self["items"]
 
 
