@@ -175,7 +175,7 @@ class StackConfig:
             raise DecryptionError(
                 f"config key {key!r} of stack {self._stack!r} does not open: it was edited, "
                 "copied from another key or stack, or sealed under another key. Set it "
-                "again with 'veil config set --secret'."
+                f"again with 'veil config set {key} --secret'."
             ) from None
 
     def value(self, key: str) -> Any:
@@ -237,12 +237,20 @@ class StackConfig:
             self._values[key] = plain
         self._dirty = True
 
+    def _resealed(self, cipher: ValueCipher) -> dict[str, Any]:
+        """Every secure value sealed afresh under ``cipher``, without changing this
+        config; :class:`veil.DecryptionError` if one does not open."""
+        return {
+            key: _Sealed(cipher.seal(self._open(key, value), _aad(self._stack, key)))
+            for key, value in self._values.items()
+            if isinstance(value, _Sealed)
+        }
+
     def _reseal(self, cipher: ValueCipher) -> None:
         """Seal every secure value afresh under ``cipher`` (after a key rotation)."""
-        opened = {k: self._open(k, v) for k, v in self._values.items() if isinstance(v, _Sealed)}
+        resealed = self._resealed(cipher)
         self._cipher = cipher
-        for key, plain in opened.items():
-            self._values[key] = _Sealed(cipher.seal(plain, _aad(self._stack, key)))
+        self._values.update(resealed)
         self._dirty = True
 
     def remove(self, key: str) -> None:

@@ -25,6 +25,7 @@ from .errors import (
     ProviderConfigError,
     StackExistsError,
     StackNotFoundError,
+    StateError,
     StateFormatError,
     VeilError,
 )
@@ -65,10 +66,27 @@ def _provider(spec: str | SecretsProvider) -> SecretsProvider:
     )
 
 
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
 def _keyring(document: Document) -> dict[str, Any]:
+    # Descriptions in sorted key order, as the state document stores them: a freshly
+    # created stack and a reopened one then write the same config bytes (no churn).
     return {
         "key_id": document.key_id,
-        "providers": [e.to_json() for e in document.providers],
+        "providers": [
+            {
+                "scheme": e.scheme,
+                "description": _sorted(e.description),
+                "wrapped_key": e.to_json()["wrapped_key"],
+            }
+            for e in document.providers
+        ],
     }
 
 
@@ -284,12 +302,12 @@ class Stack:
 
     def _check_writable(self) -> None:
         if self._lock is None:
-            raise VeilError(
+            raise StateError(
                 f"stack {self._name!r} was opened read-only (lock=False); open it with "
                 "lock=True to save"
             )
         if not self._lock.held:
-            raise VeilError(f"stack {self._name!r} is closed; open it again to save")
+            raise StateError(f"stack {self._name!r} is closed; open it again to save")
 
     def _options(self) -> dict[str, Any]:
         return {
@@ -302,9 +320,13 @@ class Stack:
 
     def _after_save(self, data: bytes, document: Document) -> None:
         rotated = document.key_id != self._document.key_id
+        # Reseal before writing the state: a secure value that does not open fails the
+        # save with nothing written, rather than after the state moved to a new key.
+        resealed = self._config._resealed(document._cipher) if rotated else None
         self._store.write(self._name, data)
-        if rotated:
-            self._config._reseal(document._cipher)
+        if resealed is not None:
+            self._config._cipher = document._cipher
+            self._config._values.update(resealed)
         self._config._keyring = _keyring(document)
         self._config._dirty = True
         self._config.save()
