@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     with Stack.open(STACK, backend=backend, project_dir=project, lock=False) as stack:
         print("\nOutputs (secrets masked):")
         for name, value in sorted(stack.outputs.items()):
-            shown = {k: str(v) for k, v in value.items()} if isinstance(value, dict) else value
+            if isinstance(value, dict):  # a dict prints its items' reprs: mask secrets as str
+                value = {k: str(v) if veil.is_secret(v) else v for k, v in value.items()}
+            shown = value
             print(f"  {name:<10} {shown}")
         plaintexts = [
             veil.reveal(stack.outputs["api_token"]),

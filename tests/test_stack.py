@@ -29,6 +29,7 @@ from veil import (
     UnknownValueError,
 )
 from veil.providers import LocalKeyProvider, PassphraseProvider
+from veil.state import store_from_url
 
 PASSPHRASE = "correct horse battery staple"
 FAST_URL = "passphrase://?memory_cost=8&iterations=1&lanes=1"
@@ -90,7 +91,7 @@ def test_create_with_provider_url_uses_environment_passphrase(
         assert s.serial == 1
         assert s.provider.scheme == "passphrase"
     assert (project / "veil.dev.json").is_file()
-    assert "dev" in veil.state.store_from_url(backend).list_stacks()
+    assert "dev" in store_from_url(backend).list_stacks()
 
 
 def test_create_with_provider_instance(backend: str, project: Path) -> None:
@@ -442,7 +443,7 @@ def test_state_keeps_plain_outputs_readable(stack: Stack, project: Path) -> None
 
 
 def test_save_with_a_pending_output_names_its_path(stack: Stack) -> None:
-    pending, _resolve = veil.deferred_output()
+    pending: Output[int] = veil.deferred_output()[0]
     stack.export("db", {"replicas": [1, pending]})
     with pytest.raises(PendingOutputError, match=r"outputs\.db\.replicas\[1\]"):
         stack.save()
@@ -460,7 +461,7 @@ def test_save_async_awaits_pending_outputs(stack: Stack, backend: str, project: 
         return "late-password-1"
 
     async def program() -> None:
-        late = Output.secret(Output.from_input(asyncio.ensure_future(password())))
+        late: Output[str] = Output.secret(Output.from_input(asyncio.ensure_future(password())))
         stack.export("db", {"password": late, "port": 5432})
         await stack.save_async()
 

@@ -35,6 +35,15 @@ class _UsageError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("veil").strip()
+        hint = f"; see 'veil {command + ' ' if command else ''}--help'"
+        _fail(message + hint, EXIT_USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
     def add_common(p: argparse.ArgumentParser, default: Any) -> None:
         # Accepted before and after the command; the sub-command's copies must not
@@ -53,19 +62,19 @@ def _parser() -> argparse.ArgumentParser:
             help="project folder holding veil.<stack>.json (default: .)",
         )
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     add_common(common, argparse.SUPPRESS)
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="veil", description="Keep secrets secret in infrastructure-as-code programs."
     )
     add_common(parser, None)
     parser.add_argument("--version", action="version", version=f"veil {__version__}")
-    groups = parser.add_subparsers(dest="group", metavar="{stack,config}")
+    groups = parser.add_subparsers(dest="group", metavar="{stack,config}", parser_class=_Parser)
     groups.required = True
 
     stack = groups.add_parser("stack", help="create, list, export and import stacks")
-    stack_cmds = stack.add_subparsers(dest="command", metavar="COMMAND")
+    stack_cmds = stack.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     stack_cmds.required = True
     init = stack_cmds.add_parser("init", parents=[common], help="create a stack")
     init.add_argument("name", help="the new stack's name")
@@ -96,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--file", help="read from this file instead of stdin")
 
     config = groups.add_parser("config", help="get and set the stack's configuration")
-    config_cmds = config.add_subparsers(dest="command", metavar="COMMAND")
+    config_cmds = config.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     config_cmds.required = True
     cset = config_cmds.add_parser("set", parents=[common], help="set a value")
     cset.add_argument("key")
@@ -296,7 +305,9 @@ def _imported_tree(data: bytes, stack: Stack) -> Any:
 
 def _config(args: argparse.Namespace, out: TextIO) -> int:
     command = args.command
-    with _open(args) as stack:
+    # Writers hold the stack's lock: a program saving the stack meanwhile would
+    # otherwise write its own copy of the config over this change.
+    with _open(args, lock=command in ("set", "rm")) as stack:
         config = stack.config
         if command == "set":
             raw = _read_value(args)
