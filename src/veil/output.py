@@ -22,6 +22,7 @@ recursively, so chains of any length settle in constant stack depth).
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import dataclasses
@@ -179,6 +180,28 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+# Failures no one has read yet: reported at exit, so none passes silently.
+_unobserved: dict[int, _Cell] = {}
+
+
+def _observe(cell: _Cell) -> None:
+    _unobserved.pop(id(cell), None)
+
+
+@atexit.register
+def _report_unobserved() -> None:
+    if not _unobserved:
+        return
+    from .redact import redact
+
+    cells = list(_unobserved.values())
+    exc = cells[0].exc
+    sys.stderr.write(
+        f"veil: {len(cells)} Output(s) failed and were never awaited or read; the first "
+        f"failed with {type(exc).__name__}: {redact(str(exc))}\n"
+    )
+
+
 # Awaitables met while no event loop was running: started by the first await.
 _unstarted: list[Callable[[asyncio.AbstractEventLoop], None]] = []
 # Strong references to running tasks (the loop keeps only weak ones).
@@ -285,6 +308,8 @@ class Output(Generic[T_co]):
             return
         cell.failed = True
         cell.exc = exc
+        if isinstance(exc, Exception):  # not cancellation, not an interrupt
+            _unobserved[id(cell)] = cell
         self._fire(cell)
 
     @staticmethod
@@ -314,6 +339,7 @@ class Output(Generic[T_co]):
             self._settle(src._value, src._known, src._secret, src._resources, src._clean)
         elif cell.failed:
             assert cell.exc is not None
+            _observe(cell)
             self._fail(cell.exc)
         else:
             cell.callbacks.append(lambda: self._follow(src))
@@ -329,6 +355,7 @@ class Output(Generic[T_co]):
             cell = self._pending
             if cell is not None:  # failed
                 assert cell.exc is not None
+                _observe(cell)
                 out._fail(cell.exc)
                 return
             try:
@@ -378,6 +405,7 @@ class Output(Generic[T_co]):
             return True, self._value, self._known, self._secret, self._resources
         if cell.failed:
             assert cell.exc is not None
+            _observe(cell)
             raise cell.exc
         return False, None, False, False, _NO_RESOURCES
 
@@ -395,6 +423,7 @@ class Output(Generic[T_co]):
                 await fut
             if cell.failed:
                 assert cell.exc is not None
+                _observe(cell)
                 raise cell.exc
         return self._value, self._known, self._secret, self._resources
 
@@ -496,6 +525,35 @@ class Output(Generic[T_co]):
             return Output._from_awaitable(result)._then(lambda src: self._absorb(src._value))
         known = not contains_unknowns(result)
         return _make(result, known, self._secret, self._resources, False)
+
+    def recover(self, func: Callable[[Exception], Input[T_co]]) -> Output[T_co]:
+        """This Output, or, if it failed, an Output of ``func(exception)``.
+
+        As in Pulumi. Only a pending Output can fail: a function given to ``apply`` on
+        a known value raises at the call site instead.
+        """
+        cell = self._pending
+        if cell is None:
+            return self
+        out = _new_pending()
+
+        def run() -> None:
+            cell = self._pending
+            if cell is None:
+                out._follow(self)
+                return
+            exc = cell.exc
+            _observe(cell)
+            if not isinstance(exc, Exception):
+                out._fail(cast(BaseException, exc))
+                return
+            try:
+                out._follow(Output.from_input(func(exc)))
+            except BaseException as err:
+                out._fail(err)
+
+        self._on_settled(run)
+        return cast("Output[T_co]", out)
 
     def __getattr__(self, item: str) -> Output[Any]:
         """Lift an attribute: ``o.x`` is ``o.apply(lambda v: v.x)`` (unknowns stay unknown)."""

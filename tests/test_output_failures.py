@@ -1,0 +1,118 @@
+"""Failures of pending Outputs: recovered, propagated, or reported at exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import veil
+from veil import Output
+
+
+async def _boom() -> str:
+    raise ValueError("boom")
+
+
+def test_recover_replaces_the_value_of_a_failed_output() -> None:
+    async def main() -> str | None:
+        o = Output.from_input(_boom()).recover(lambda e: f"recovered {type(e).__name__}")
+        return await o.future()
+
+    assert asyncio.run(main()) == "recovered ValueError"
+
+
+def test_recover_keeps_the_value_of_an_output_that_did_not_fail() -> None:
+    async def ok() -> str:
+        return "fine"
+
+    async def main() -> str | None:
+        return await Output.from_input(ok()).recover(lambda e: "never").future()
+
+    assert asyncio.run(main()) == "fine"
+    known = Output.secret("x")
+    assert known.recover(lambda e: "never") is known
+
+
+def test_recover_may_return_a_secret_output() -> None:
+    async def main() -> tuple[str | None, bool]:
+        o = Output.from_input(_boom()).recover(lambda e: Output.secret("s"))
+        return await o.future(), await o.is_secret()
+
+    assert asyncio.run(main()) == ("s", True)
+
+
+def test_a_failure_inside_recover_surfaces_when_awaited() -> None:
+    def bad(e: Exception) -> str:
+        raise KeyError("again")
+
+    async def main() -> None:
+        await Output.from_input(_boom()).recover(bad).future()
+
+    with pytest.raises(KeyError, match="again"):
+        asyncio.run(main())
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_failure_never_read_is_reported_at_exit_without_the_secret() -> None:
+    done = _run(
+        """
+        import asyncio, veil
+        from veil import Output
+        async def boom():
+            raise ValueError("token hunter2-hunter2 rejected")
+        async def main():
+            veil.secret("hunter2-hunter2")
+            Output.from_input(boom()).apply(lambda v: v)
+            await asyncio.sleep(0.01)
+        asyncio.run(main())
+        """
+    )
+    assert done.returncode == 0
+    assert "1 Output(s) failed and were never awaited or read" in done.stderr
+    assert "ValueError" in done.stderr
+    assert "hunter2-hunter2" not in done.stderr
+
+
+def test_a_failure_that_was_awaited_is_not_reported_again() -> None:
+    done = _run(
+        """
+        import asyncio
+        from veil import Output
+        async def boom():
+            raise ValueError("x")
+        async def main():
+            try:
+                await Output.from_input(boom()).apply(lambda v: v).future()
+            except ValueError:
+                pass
+        asyncio.run(main())
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert "never awaited" not in done.stderr
+
+
+def test_a_failed_output_raises_its_exception_when_revealed() -> None:
+    async def main() -> Output[str]:
+        o = Output.from_input(_boom())
+        with contextlib.suppress(ValueError):
+            await o.future()
+        return o
+
+    failed = asyncio.run(main())
+    with pytest.raises(ValueError, match="boom"):
+        veil.reveal(failed)
