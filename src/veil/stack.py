@@ -211,9 +211,11 @@ class Stack:
 
     @staticmethod
     def _open_with_stored(data: bytes) -> tuple[SecretsProvider, Document]:
-        from .state.document import _parse
+        from .state import document as _document
 
-        raw = _parse(data)
+        # Checks the document's structure (StateFormatError) before any provider runs.
+        parsed: Any = _document._parse(data)
+        raw = parsed[0] if isinstance(parsed, tuple) else parsed
         failure: VeilError | None = None
         for entry in raw["providers"]:
             try:
