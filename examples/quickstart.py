@@ -131,4 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except veil.VeilError as exc:  # a wrong passphrase, a locked stack, ...: one line
+        print(f"quickstart: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
