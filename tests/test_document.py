@@ -283,9 +283,34 @@ def test_document_records_version_stack_serial_key_and_providers(
 def test_file_has_one_member_per_line_with_sorted_keys(provider: CountingProvider) -> None:
     data = dumps({"b": {"y": 1, "x": [1, 2]}, "a": "z"}, provider=provider, stack="dev")
     text = data.decode()
-    assert text.index('"a": "z"') < text.index('"b": {')
-    assert '      "x": [\n        1,\n        2\n      ],\n      "y": 1\n' in text
+    assert (
+        '  "tree":{\n    "a":"z",\n    "b":{\n      "x":[\n        1,\n        2\n      ],' in text
+    )
     assert text.endswith("}\n")
+
+
+def test_deep_containers_are_written_on_one_line(provider: CountingProvider) -> None:
+    data = dumps({"a": {"b": {"c": {"d": {"e": [1]}}}}}, provider=provider, stack="dev")
+    assert '"d":{"e":[1]}' in data.decode()
+
+
+def test_removing_layout_gives_canonical_json(provider: CountingProvider) -> None:
+    data = dumps({"b": [{"é": Secret("x")}, 1.5], "a": "z"}, provider=provider, stack="dev")
+    stripped = re.sub("\n *", "", data.decode())
+    raw = json.loads(stripped)
+    assert stripped == json.dumps(raw, separators=(",", ":"), ensure_ascii=True).replace(
+        json.dumps(raw["tree"], separators=(",", ":")),
+        json.dumps(raw["tree"], separators=(",", ":"), sort_keys=True),
+    )
+
+
+def test_reformatted_document_still_loads(provider: CountingProvider) -> None:
+    data = dumps({"b": [Secret("x"), 1.5], "a": "z"}, provider=provider, stack="dev")
+    reformatted = json.dumps(json.loads(data), indent=3, ensure_ascii=False).encode()
+    assert _reveal_tree(loads(reformatted, provider=provider)) == {
+        "a": "z",
+        "b": [("secret", "x"), 1.5],
+    }
 
 
 def test_sealed_values_are_bound_to_stack_and_full_path(provider: CountingProvider) -> None:
@@ -305,8 +330,14 @@ def test_mac_covers_the_canonical_document(provider: CountingProvider) -> None:
     (entry,) = raw["providers"]
     key = provider.unwrap_key(base64.b64decode(entry["wrapped_key"]), {"stack": "dev"})
     mac = raw.pop("mac")
-    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    expected = ValueCipher(key).mac(b"veil/v1/state-mac\x00" + canonical.encode())
+    tree = raw.pop("tree")
+
+    def canonical(v: Any) -> bytes:
+        return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+    expected = ValueCipher(key).mac(
+        b"veil/v1/state-mac\x00" + canonical(raw) + b"\x00" + canonical(tree)
+    )
     assert expected.hex() == mac
 
 

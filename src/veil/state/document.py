@@ -17,15 +17,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import functools
+import gc
 import hmac
 import json
+import json.encoder
 import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import accumulate
 from json.encoder import encode_basestring_ascii as _enc_str
-from typing import TYPE_CHECKING, Any, Final
+from operator import add, itemgetter
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import attrs
 
@@ -48,8 +55,6 @@ from ..secret import Secret
 from .store import validate_stack_name
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ..providers import SecretsProvider
 
 __all__ = [
@@ -243,6 +248,25 @@ _CREDENTIALS: Final = re.compile(
     )
 )
 _CREDENTIAL_MIN: Final = 8
+# Literal text every credential shape above contains: only strings holding one are
+# matched against the full pattern.
+_ANCHORS: Final = (
+    "AKIA",
+    "ASIA",
+    "PRIVATE KEY",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xox",
+    "k_live_",
+    "AIza",
+    "sk-",
+    "eyJ",
+    "://",
+)
 _REASONS: Final = {
     "equal": "equals the plaintext of a secret",
     "contains": "contains the plaintext of a secret",
@@ -410,8 +434,12 @@ class _Sealer:
         self.box: list[Any] = [None]  # holds the root, so a root string can be replaced
 
     def seal(self, value: Any, aad: str, path: tuple[str | int, ...]) -> dict[str, str]:
-        plain = _plain(value, path)
-        canonical = _canonical_plain(plain)
+        if type(value) is str:
+            plain: Any = value
+            canonical = b"s" + value.encode("utf-8", "surrogatepass")
+        else:
+            plain = _plain(value, path)
+            canonical = _canonical_plain(plain)
         before = self.previous.get(aad)
         if before is not None and hmac.compare_digest(before[0], canonical):
             token = before[1]
@@ -531,7 +559,12 @@ class _Sealer:
     # the leak guard
 
     def find_leaks(self) -> list[tuple[tuple[str | int, ...], str, Any, Any]]:
-        """(path, reason, container, key) of each plain string that must not stay plain."""
+        """(path, reason, container, key) of each plain string that must not stay plain.
+
+        Near-linear in the size of the text: equality is one set intersection; the
+        strings are joined into one text that is searched for credential anchors with
+        ``str.find`` and sampled for 8-character windows of secrets.
+        """
         equal: set[str] = {s for s in self.secret_strings if s}
         contained: list[str] = [s for s in self.secret_strings if len(s) >= _CONTAIN_MIN]
         for other in self.secret_others:
@@ -542,33 +575,110 @@ class _Sealer:
             _collect_strings(other, inner)
             equal.update(inner)
             contained.extend(inner)
-        # Containment: every secret is indexed by its first 8 characters, and each
-        # plain string's 8-character windows are looked up: linear in the text.
-        index: dict[str, list[str]] = {}
-        for s in contained:
-            index.setdefault(s[:_CONTAIN_MIN], []).append(s)
-        heads = index.keys()
-        found = []
+        strings = self.strings
+        texts: list[str] = list(map(_FIRST, strings))
+        suspects: dict[int, str] = {}
+        if equal and not equal.isdisjoint(texts):
+            for i, s in enumerate(texts):
+                if s in equal:
+                    suspects[i] = "equal"
+        if not texts:
+            return self._report(suspects)
+        # One text for all strings; a match across a "\x00" is confirmed in its own
+        # string, so it cannot report a wrong one.
+        joined = "\x00".join(texts)
+        ends = list(map(add, accumulate(map(len, texts)), range(len(texts))))
+
+        def owner(position: int) -> int:
+            return bisect_left(ends, position)
+
+        if contained:
+            self._find_contained(joined, owner, texts, contained, suspects)
         search = _CREDENTIALS.search
-        for s, out, key, path in self.strings:
-            reason = None
-            if s in equal:
-                reason = "equal"
-            else:
-                n = len(s)
-                if index and n > _CONTAIN_MIN:
-                    common = heads & {s[i : i + _CONTAIN_MIN] for i in range(n - _CONTAIN_MIN + 1)}
-                    for head in common:
-                        if any(secret in s for secret in index[head]):
-                            reason = "contains"
-                            break
-                if reason is None and n >= _CREDENTIAL_MIN:
-                    m = search(s)
-                    if m is not None:
-                        reason = m.lastgroup
-            if reason is not None:
-                found.append(((*path, key) if path is not None else (), reason, out, key))
+        for anchor in _ANCHORS:
+            at = joined.find(anchor)
+            while at != -1:
+                i = owner(at)
+                if i not in suspects:
+                    m = search(texts[i])
+                    if m is not None and m.lastgroup is not None:
+                        suspects[i] = m.lastgroup
+                at = joined.find(anchor, at + 1)
+        return self._report(suspects)
+
+    @staticmethod
+    def _find_contained(
+        joined: str,
+        owner: Callable[[int], int],
+        texts: list[str],
+        contained: list[str],
+        suspects: dict[int, str],
+    ) -> None:
+        # Secrets are indexed by their 8-character windows at offsets 0..step-1; the
+        # text is sampled every `step` characters. An occurrence of a secret of length
+        # m >= 7 + step always covers a sampled window starting within its first
+        # `step` characters, so no match is missed.
+        w = _CONTAIN_MIN
+        step = max(1, min(8, min(map(len, contained)) - w + 1))
+        heads: set[str] = set()
+        for off in range(step):
+            heads.update(map(itemgetter(slice(off, off + w)), contained))
+        index: dict[str, list[str]] | None = None
+        chunk = 1 << 16
+        for base in range(0, len(joined), chunk):
+            piece = joined[base : base + chunk + w - 1]
+            hits = heads.intersection(
+                map(piece.__getitem__, _window_slices(min(chunk, len(piece) - w + 1), step))
+            )
+            if not hits:
+                continue
+            if index is None:  # only when something matched: the common case skips it
+                index = {}
+                for secret in contained:
+                    for off in range(step):
+                        index.setdefault(secret[off : off + w], []).append(secret)
+            for head in hits:
+                # Locate the strings with this window, then confirm each secret in them.
+                at = joined.find(head)
+                while at != -1:
+                    i = owner(at)
+                    if i not in suspects and any(s in texts[i] for s in index[head]):
+                        suspects[i] = "contains"
+                    at = joined.find(head, at + 1)
+
+    def _report(
+        self, suspects: Mapping[int, str]
+    ) -> list[tuple[tuple[str | int, ...], str, Any, Any]]:
+        found = []
+        for i in sorted(suspects):
+            _s, out, key, path = self.strings[i]
+            found.append(((*path, key) if path is not None else (), suspects[i], out, key))
         return found
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a document is built or read.
+
+    Such a tree makes many objects and no cycles; without this, collections that
+    scan every live object run again and again and make large saves superlinear.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+_FIRST: Final = itemgetter(0)
+
+
+@functools.lru_cache(maxsize=64)
+def _window_slices(count: int, step: int) -> list[slice]:
+    """Slices of the 8-character windows starting at 0, step, 2*step, ... < count."""
+    return [slice(i, i + _CONTAIN_MIN) for i in range(0, max(count, 0), step)]
 
 
 def _wrap(provider: SecretsProvider, data_key: bytes, stack: str) -> ProviderEntry:
@@ -623,69 +733,132 @@ def _entries_for(
     return tuple(entries), tuple(opened)
 
 
-def _mac_input(header: Mapping[str, Any], stored_tree: Any) -> bytes:
-    body = dict(header)
-    body["tree"] = stored_tree
+_LAYOUT: Final = re.compile("\n *")
+# Containers deeper than this are written on one line; above it, one member a line.
+_EXPAND_DEPTH: Final = 3
+
+
+def _no_default(value: object) -> NoReturn:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _make_canonical_encoder() -> Callable[[Any], str]:
+    """The C encoder built once (``JSONEncoder.encode`` builds one per call, which
+    costs more than encoding a small value), checked against ``_CANONICAL``."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _CANONICAL.encode
     try:
-        return _MAC_DOMAIN + _CANONICAL.encode(body).encode("ascii")
+        encoder = make(None, _no_default, _enc_str, None, ":", ",", True, False, False)
+        sample = {"b": [1, 2.5, None, True, "\u00e9\n"], "a": {"z": -0.0, "y": 10**20}}
+        if "".join(encoder(sample, 0)) != _CANONICAL.encode(sample):
+            return _CANONICAL.encode
+    except (TypeError, ValueError):  # another signature in this Python
+        return _CANONICAL.encode
+
+    def encode(value: Any) -> str:
+        return "".join(encoder(value, 0))
+
+    return encode
+
+
+_encode_canonical: Final = _make_canonical_encoder()
+
+
+def _canonical_json(value: Any) -> str:
+    try:
+        return _encode_canonical(value)
     except (TypeError, ValueError, RecursionError):
         raise StateFormatError("the document holds values JSON cannot encode") from None
 
 
-def _render(header: Mapping[str, Any], stored_tree: Any, mac: str) -> bytes:
-    """The file: one member per line, sorted keys, so that diffs show real changes."""
+def _mac_input(header: Mapping[str, Any], tree_text: str) -> bytes:
+    """What the MAC covers: every field but the MAC, canonically encoded.
+
+    ``C(header) 0x00 C(tree)``, after a domain string, where C is JSON with sorted
+    keys, no whitespace and ASCII escapes, and the header holds the other fields.
+    """
+    return (
+        _MAC_DOMAIN + _canonical_json(header).encode("ascii") + b"\x00" + tree_text.encode("ascii")
+    )
+
+
+def _header_prefix(header: Mapping[str, Any]) -> str:
+    """The file's text before the tree, layout removed."""
+    return (
+        '{"veil_state":'
+        + _canonical_json(header["veil_state"])
+        + ',"stack":'
+        + _canonical_json(header["stack"])
+        + ',"serial":'
+        + _canonical_json(header["serial"])
+        + ',"key_id":'
+        + _canonical_json(header["key_id"])
+        + ',"providers":'
+        + _canonical_json(header["providers"])
+        + ',"tree":'
+    )
+
+
+def _render(header: Mapping[str, Any], stored_tree: Any) -> tuple[list[str], str]:
+    """The file's lines up to the tree's end, and the canonical text of the tree.
+
+    Each value is written by the C JSON encoder in canonical form; the layout is only
+    newlines and indentation, so removing every newline with the spaces after it gives
+    the canonical text back (a reader's fast path for the MAC).
+    """
     parts: list[str] = ["{\n"]
     for key in ("veil_state", "stack", "serial", "key_id"):
-        parts.append(f'  "{key}": {_COMPACT.encode(header[key])},\n')
-    parts.append('  "providers": [\n')
-    parts.append(",\n".join("    " + _COMPACT.encode(p) for p in header["providers"]))
-    parts.append('\n  ],\n  "tree": ')
-    _pretty(stored_tree, "  ", parts)
-    parts.append(f',\n  "mac": "{mac}"\n}}\n')
-    return "".join(parts).encode("utf-8", "surrogatepass")
+        parts.append(f'  "{key}":{_canonical_json(header[key])},\n')
+    parts.append('  "providers":[\n')
+    parts.append(",\n".join("    " + _canonical_json(p) for p in header["providers"]))
+    parts.append('\n  ],\n  "tree":')
+    start = len(parts)
+    _pretty(stored_tree, "\n  ", parts, 0)
+    tree_text = _LAYOUT.sub("", "".join(parts[start:]))
+    return parts, tree_text
 
 
-def _pretty(v: Any, indent: str, parts: list[str]) -> None:
+def _pretty(v: Any, newline: str, parts: list[str], depth: int) -> None:
+    """Append ``v``: containers above _EXPAND_DEPTH one member a line, sorted keys."""
     t = type(v)
+    append = parts.append
+    if depth >= _EXPAND_DEPTH or not v or (t is not dict and t is not list):
+        append(_canonical_json(v))
+        return
+    inner = newline + "  "
     if t is dict:
-        if not v:
-            parts.append("{}")
-            return
         if len(v) == 1 and SECRET_KEY in v:
-            parts.append(_COMPACT.encode(v))
+            append(_canonical_json(v))
             return
-        inner = indent + "  "
-        append = parts.append
         append("{")
-        first = True
+        sep = inner
         for k in sorted(v):
             x = v[k]
-            append(("\n" if first else ",\n") + inner + _COMPACT.encode(k) + ": ")
-            first = False
             tx = type(x)
-            if tx is dict or tx is list:
-                _pretty(x, inner, parts)
+            if tx is str:
+                append(sep + _enc_str(k) + ":" + _enc_str(x))
+            elif (tx is dict or tx is list) and x and depth + 1 < _EXPAND_DEPTH:
+                append(sep + _enc_str(k) + ":")
+                _pretty(x, inner, parts, depth + 1)
             else:
-                append(_COMPACT.encode(x))
-        append("\n" + indent + "}")
-    elif t is list:
-        if not v:
-            parts.append("[]")
-            return
-        inner = indent + "  "
-        parts.append("[")
-        first = True
-        for x in v:
-            parts.append(("\n" if first else ",\n") + inner)
-            first = False
-            tx = type(x)
-            if tx is dict or tx is list:
-                _pretty(x, inner, parts)
-            else:
-                parts.append(_COMPACT.encode(x))
-        parts.append("\n" + indent + "]")
+                append(sep + _enc_str(k) + ":" + _canonical_json(x))
+            sep = "," + inner
+        append(newline + "}")
     else:
-        parts.append(_COMPACT.encode(v))
+        append("[")
+        sep = inner
+        for x in v:
+            tx = type(x)
+            if tx is str:
+                append(sep + _enc_str(x))
+            elif (tx is dict or tx is list) and x and depth + 1 < _EXPAND_DEPTH:
+                append(sep)
+                _pretty(x, inner, parts, depth + 1)
+            else:
+                append(sep + _canonical_json(x))
+            sep = "," + inner
+        append(newline + "]")
 
 
 def dump_document(
@@ -772,7 +945,41 @@ def _dump(
     if isinstance(new_serial, bool) or not isinstance(new_serial, int) or new_serial < 0:
         raise InvalidValueError(f"serial must be an int >= 0, not {new_serial!r}")
 
-    sealer = _Sealer(cipher, stack, reuse, guard=True)
+    with _gc_paused():
+        return _dump_paused(
+            tree,
+            sealer=_Sealer(cipher, stack, reuse, guard=True),
+            provider=provider,
+            stack=stack,
+            previous=previous,
+            additional_providers=additional_providers,
+            rotate_key=rotate_key,
+            strict=strict,
+            allow_plaintext=allow_plaintext,
+            stacklevel=stacklevel + 1,
+            data_key=data_key,
+            cipher=cipher,
+            serial=new_serial,
+        )
+
+
+def _dump_paused(
+    tree: Any,
+    *,
+    sealer: _Sealer,
+    provider: SecretsProvider,
+    stack: str,
+    previous: Document | None,
+    additional_providers: Sequence[SecretsProvider],
+    rotate_key: bool,
+    strict: bool,
+    allow_plaintext: Iterable[PathLike],
+    stacklevel: int,
+    data_key: bytes,
+    cipher: ValueCipher,
+    serial: int,
+) -> tuple[bytes, Document]:
+    new_serial = serial
     try:
         stored = sealer.root(tree)
     except RecursionError:
@@ -805,8 +1012,10 @@ def _dump(
         "key_id": cipher.key_id,
         "providers": [e.to_json() for e in entries],
     }
-    mac = cipher.mac(_mac_input(header, stored)).hex()
-    data = _render(header, stored, mac)
+    parts, tree_text = _render(header, stored)
+    mac = cipher.mac(_mac_input(header, tree_text)).hex()
+    parts.append(f',\n  "mac":"{mac}"\n}}\n')
+    data = "".join(parts).encode("ascii")
     document = Document(
         stack=stack,
         serial=new_serial,
@@ -906,7 +1115,7 @@ def _format_error(what: str) -> StateFormatError:
     return StateFormatError(f"not a valid veil state document: {what}")
 
 
-def _parse(data: bytes) -> dict[str, Any]:
+def _parse(data: bytes) -> tuple[dict[str, Any], str]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise StateFormatError(f"a state document is bytes, not {type(data).__name__}")
     try:
@@ -969,7 +1178,28 @@ def _parse(data: bytes) -> dict[str, Any]:
             raise _format_error("a 'providers' entry has a bad scheme or description")
         if type(entry["wrapped_key"]) is not str:
             raise _format_error("a 'providers' entry has a bad wrapped_key")
-    return raw
+    return raw, text
+
+
+def _tree_text(text: str, header: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
+    """The canonical text of the tree: cut from the file when veil wrote it (removing the
+    layout gives canonical JSON), else encoded afresh from the parsed tree.
+
+    The cut is sound: JSON text holds raw newlines only as whitespace, so the text
+    without its layout parses to the same document, and the cut is exactly the value
+    between the expected header and the expected MAC member.
+    """
+    stripped = _LAYOUT.sub("", text)
+    prefix = _header_prefix(header)
+    suffix = ',"mac":"' + raw["mac"] + '"}'
+    if (
+        stripped.startswith(prefix)
+        and stripped.endswith(suffix)
+        and len(stripped) > len(prefix) + len(suffix)
+        and stripped.isascii()
+    ):
+        return stripped[len(prefix) : -len(suffix)]
+    return _canonical_json(raw["tree"])
 
 
 def _entry_of(raw: Mapping[str, Any]) -> ProviderEntry:
@@ -1029,45 +1259,63 @@ class _Opener:
         self.stack = stack
         self.sealed: dict[str, tuple[bytes, str]] = {}
 
-    def open(self, token: Any, aad: str, path: Callable[[], tuple[str | int, ...]]) -> Secret[Any]:
+    def open(self, token: Any, aad: str, path: tuple[str | int, ...]) -> Secret[Any]:
         if type(token) is not str:
-            raise _format_error(f"the sealed value at {format_path(path())} is not a string")
+            raise _format_error(f"the sealed value at {format_path(path)} is not a string")
         try:
             value = self.cipher.open(token, aad.encode("ascii"))
         except DecryptionError:
             raise StateIntegrityError(
-                f"the sealed value at {format_path(path())} does not open: the document "
+                f"the sealed value at {format_path(path)} does not open: the document "
                 "was changed or assembled from pieces of other documents"
             ) from None
-        self.sealed[aad] = (_canonical_plain(value), token)
+        self.sealed[aad] = (
+            b"s" + value.encode("utf-8", "surrogatepass")
+            if type(value) is str
+            else _canonical_plain(value),
+            token,
+        )
         return Secret(value)
 
     def walk(self, v: Any, path: tuple[str | int, ...], pws: str) -> Any:
-        t = type(v)
-        if t is dict:
+        """The user-facing form of the stored value ``v`` (parsed JSON, changed in place)."""
+        if type(v) is dict:
             if len(v) == 1:
-                ((k, x),) = v.items()
-                if k == SECRET_KEY:
-                    return self.open(x, pws[:-1] + "]]" if path else pws + "]]", lambda: path)
-                if k == ESCAPE_KEY:
+                if SECRET_KEY in v:
+                    return self.open(v[SECRET_KEY], pws[:-1] + "]]" if path else pws + "]]", path)
+                if ESCAPE_KEY in v:
+                    x = v[ESCAPE_KEY]
                     if type(x) is not dict or len(x) != 1 or next(iter(x)) not in _MARKERS:
                         raise _format_error(f"a bad escape at {format_path(path)}")
-                    ((ik, ix),) = x.items()
-                    return {ik: self.walk(ix, (*path, ik), pws + _enc_str(ik) + ",")}
-            out = {}
-            for k, x in v.items():
-                tx = type(x)
-                if tx is dict or tx is list:
-                    out[k] = self.walk(x, (*path, k), pws + _enc_str(k) + ",")
-                else:
-                    out[k] = x
-            return out
-        if t is list:
-            return [
-                self.walk(x, (*path, i), pws + str(i) + ",") if type(x) in (dict, list) else x
-                for i, x in enumerate(v)
-            ]
+                    return self.mapping(x, path, pws)
+            return self.mapping(v, path, pws)
+        if type(v) is list:
+            return self.sequence(v, path, pws)
         return v
+
+    def mapping(self, d: dict[str, Any], path: tuple[str | int, ...], pws: str) -> dict[str, Any]:
+        for k, x in d.items():
+            tx = type(x)
+            if tx is dict:
+                if len(x) == 1 and SECRET_KEY in x:
+                    d[k] = self.open(x[SECRET_KEY], pws + _enc_str(k) + "]]", (*path, k))
+                else:
+                    d[k] = self.walk(x, (*path, k), pws + _enc_str(k) + ",")
+            elif tx is list:
+                self.sequence(x, (*path, k), pws + _enc_str(k) + ",")
+        return d
+
+    def sequence(self, s: list[Any], path: tuple[str | int, ...], pws: str) -> list[Any]:
+        for i, x in enumerate(s):
+            tx = type(x)
+            if tx is dict:
+                if len(x) == 1 and SECRET_KEY in x:
+                    s[i] = self.open(x[SECRET_KEY], pws + str(i) + "]]", (*path, i))
+                else:
+                    s[i] = self.walk(x, (*path, i), pws + str(i) + ",")
+            elif tx is list:
+                self.sequence(x, (*path, i), pws + str(i) + ",")
+        return s
 
 
 def load_document(data: bytes, *, provider: SecretsProvider) -> Document:
@@ -1080,13 +1328,20 @@ def load_document(data: bytes, *, provider: SecretsProvider) -> Document:
     (``StateIntegrityError``). ``provider`` supplies credentials; its stored settings
     come from the document (``provider.with_description``).
     """
-    raw = _parse(data)
+    with _gc_paused():
+        return _load_paused(data, provider)
+
+
+def _load_paused(data: bytes, provider: SecretsProvider) -> Document:
+    raw, text = _parse(data)
     stack: str = raw["stack"]
     entries = tuple(_entry_of(e) for e in raw["providers"])
     data_key, entry = _unwrap(provider, entries, stack, raw["key_id"])
     cipher = ValueCipher(data_key)
     header = {k: raw[k] for k in _TOP_KEYS if k not in ("tree", "mac")}
-    if not cipher.verify_mac(_mac_input(header, raw["tree"]), bytes.fromhex(raw["mac"])):
+    if not cipher.verify_mac(
+        _mac_input(header, _tree_text(text, header, raw)), bytes.fromhex(raw["mac"])
+    ):
         raise StateIntegrityError(
             f"the MAC of stack {stack!r} does not match: the document was edited, "
             "reordered or assembled from pieces of other documents. Restore a good copy "
@@ -1094,6 +1349,7 @@ def load_document(data: bytes, *, provider: SecretsProvider) -> Document:
         )
     opener = _Opener(cipher, stack)
     try:
+        # The walk replaces markers in place: the parsed tree is ours alone.
         tree = opener.walk(raw["tree"], (), _aad_prefix(stack))
     except RecursionError:
         raise _format_error("it is nested too deeply") from None
@@ -1105,7 +1361,7 @@ def load_document(data: bytes, *, provider: SecretsProvider) -> Document:
         data_key=data_key,
         cipher=cipher,
         sealed=opener.sealed,
-        stored_tree=raw["tree"],
+        stored_tree=None,  # only needed to build the tree, which is already here
         opened_by=((provider, entry),),
         tree_box=[tree],
     )
