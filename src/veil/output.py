@@ -25,7 +25,6 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
-import dataclasses
 import json
 import sys
 import types
@@ -1090,7 +1089,10 @@ _DICT, _LIST, _TUPLE, _OBJ = 0, 1, 2, 3
 def _rebuildable_fields(val: Any) -> list[str] | None:
     """Field names to unwrap for dataclasses, attrs classes and Pulumi input classes."""
     cls = type(val)
-    if dataclasses.is_dataclass(cls):
+    if hasattr(cls, "__dataclass_fields__"):
+        # A dataclass instance means the program imported dataclasses already.
+        import dataclasses
+
         return [f.name for f in dataclasses.fields(val) if f.init]
     attrs_fields = getattr(cls, "__attrs_attrs__", None)
     if attrs_fields is not None:
@@ -1112,7 +1114,7 @@ def _get_field(val: Any, name: str) -> Any:
             alias = a.alias if getattr(a, "alias", None) else a.name.lstrip("_")
             if alias == name:
                 return getattr(val, a.name)
-    if hasattr(cls, "_pulumi_input_type") and not dataclasses.is_dataclass(cls):
+    if hasattr(cls, "_pulumi_input_type") and not hasattr(cls, "__dataclass_fields__"):
         return vars(val)[name]
     return getattr(val, name)
 

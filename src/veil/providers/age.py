@@ -19,10 +19,8 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
 from urllib.parse import quote, unquote
-
-from typing_extensions import Self
 
 from ..errors import KeyUnwrapError, ProviderConfigError
 from .base import SecretsProvider
@@ -32,6 +30,9 @@ try:
     import pyrage
 except ImportError:  # pragma: no cover - exercised only without the extra
     pyrage = None
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["AgeProvider"]
 

@@ -13,12 +13,13 @@ import abc
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
-from typing_extensions import Self
-
 from ..errors import ProviderConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["SecretsProvider", "context_bytes"]
 

@@ -14,17 +14,19 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 from urllib.parse import quote, unquote
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from typing_extensions import Self
 
 from ..errors import KeyFilePermissionError, KeyUnwrapError, ProviderConfigError
 from .base import SecretsProvider, context_bytes
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["LocalKeyProvider"]
 

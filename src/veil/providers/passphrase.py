@@ -28,7 +28,7 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 from urllib.parse import parse_qsl, urlencode
 
 from cryptography.exceptions import InvalidTag
@@ -37,7 +37,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
-from typing_extensions import Self
 
 from ..errors import (
     IncorrectPassphraseError,
@@ -47,6 +46,9 @@ from ..errors import (
 )
 from ..secret import Secret
 from .base import SecretsProvider, context_bytes
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["PassphraseProvider", "clear_cache", "derivation_count"]
 

@@ -16,11 +16,13 @@ import importlib
 import re
 import threading
 from collections.abc import Mapping
-from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderConfigError, UnknownProviderError
 from .base import SecretsProvider
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -87,8 +89,12 @@ def _load(target: str, where: str) -> type[SecretsProvider]:
     return _check_class(obj, where)
 
 
-def _entry_points() -> dict[str, metadata.EntryPoint]:
-    found: dict[str, metadata.EntryPoint] = {}
+def _entry_points() -> dict[str, EntryPoint]:
+    # Imported here: importlib.metadata costs more at import time than the rest of
+    # the registry, and only third-party schemes need it.
+    from importlib import metadata
+
+    found: dict[str, EntryPoint] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(ep.name.lower(), ep)
     return found
