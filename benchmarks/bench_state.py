@@ -100,6 +100,16 @@ def run(n: int, provider: LocalKeyProvider) -> dict[str, float]:
     return results
 
 
+def bench_guard(n: int = 100_000) -> float:
+    """The leak guard alone: n secrets and 5n plain strings (no leak), best of 3."""
+    from veil.crypto import ValueCipher, generate_data_key
+    from veil.state.document import _Sealer
+
+    sealer = _Sealer(ValueCipher(generate_data_key()), "bench", {}, guard=True)
+    sealer.root(make_tree(n, secret=True))
+    return best(sealer.find_leaks, 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
@@ -130,13 +140,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def bench_guard(n: int = 100_000) -> float:
-    """The leak guard alone: n secrets and 5n plain strings (no leak), best of 3."""
-    from veil.crypto import ValueCipher, generate_data_key
-    from veil.state.document import _Sealer
-
-    sealer = _Sealer(ValueCipher(generate_data_key()), "bench", {}, guard=True)
-    sealer.root(make_tree(n, secret=True))
-    return best(sealer.find_leaks, 3)
