@@ -27,6 +27,7 @@ import collections
 import contextlib
 import json
 import sys
+import threading
 import types
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from collections.abc import Awaitable as _AwaitableABC
@@ -789,8 +790,8 @@ class Output(Generic[T_co]):
         )
         if plain and out._pending is None and out._known:
             try:
-                # Unwrapped values hold no Output or Secret: json's cached C encoder.
-                text = json.dumps(out._value)
+                # Unwrapped values hold no Output or Secret: json's C encoder.
+                text = _dumps_plain(out._value)
             except TypeError:
                 pass  # an object json does not know: go through the hook below
             else:
@@ -920,7 +921,35 @@ _TO_STRING_MESSAGE = (
 )
 
 
-_JSON_DEFAULT = json.JSONEncoder().default  # raises json's own "not serializable" TypeError
+_JSON_DEFAULT = json.JSONEncoder().default
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_json_local = threading.local()
+
+
+def _dumps_plain(value: Any) -> str:
+    """``json.dumps(value)`` with its default options, through one C encoder per
+    thread instead of a new one per call (which costs more than the encoding)."""
+    if _c_make_encoder is None:
+        return json.dumps(value)
+    enc = getattr(_json_local, "encoder", None)
+    if enc is None:
+        enc = _c_make_encoder(
+            {},
+            _JSON_DEFAULT,
+            json.encoder.encode_basestring_ascii,
+            None,
+            ": ",
+            ", ",
+            False,
+            False,
+            True,
+        )
+        _json_local.encoder = enc
+    try:
+        return "".join(enc(value, 0))
+    except BaseException:
+        _json_local.encoder = None  # its circular-reference markers may be stale
+        raise  # raises json's own "not serializable" TypeError
 
 
 class _Seen:
