@@ -7,7 +7,7 @@ pluggable providers. See https://github.com/veil-iac/veil#readme and ``docs/``.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
@@ -30,6 +30,14 @@ __version__ = "0.1.0"
 _T = TypeVar("_T")
 
 
+@overload
+def secret(value: Output[_T]) -> Output[_T]: ...
+
+
+@overload
+def secret(value: Input[_T]) -> Output[_T]: ...
+
+
 def secret(value: Input[_T]) -> Output[_T]:
     """Mark a value secret: ``Output.secret(value)``.
 
@@ -37,6 +45,14 @@ def secret(value: Input[_T]) -> Output[_T]:
     is secret too, and state and config encrypt it when they are written.
     """
     return Output.secret(value)
+
+
+@overload
+def unsecret(value: Output[_T]) -> Output[_T]: ...
+
+
+@overload
+def unsecret(value: Input[_T]) -> Output[_T]: ...
 
 
 def unsecret(value: Input[_T]) -> Output[_T]:

@@ -480,6 +480,19 @@ class Output(Generic[T_co]):
 
     # --- transformations ------------------------------------------------------------------
 
+    @overload
+    def apply(
+        self, func: Callable[[T_co], Output[U]], run_with_unknowns: bool = False
+    ) -> Output[U]: ...
+
+    @overload
+    def apply(
+        self, func: Callable[[T_co], Awaitable[U]], run_with_unknowns: bool = False
+    ) -> Output[U]: ...
+
+    @overload
+    def apply(self, func: Callable[[T_co], U], run_with_unknowns: bool = False) -> Output[U]: ...
+
     def apply(self, func: Callable[[T_co], Input[U]], run_with_unknowns: bool = False) -> Output[U]:
         """An Output of ``func(value)``, carrying this Output's secretness and resources.
 
@@ -662,6 +675,14 @@ class Output(Generic[T_co]):
                 pass
         return _unwrap(val)
 
+    @overload
+    @staticmethod
+    def secret(val: Output[U]) -> Output[U]: ...
+
+    @overload
+    @staticmethod
+    def secret(val: Input[U]) -> Output[U]: ...
+
     @staticmethod
     def secret(val: Input[U]) -> Output[U]:
         """An Output of ``val`` (unwrapped as by :meth:`from_input`) marked secret."""
@@ -681,6 +702,14 @@ class Output(Generic[T_co]):
             return _make(src._value, src._known, True, src._resources, src._clean)
 
         return out._then(mark)
+
+    @overload
+    @staticmethod
+    def unsecret(val: Output[U]) -> Output[U]: ...
+
+    @overload
+    @staticmethod
+    def unsecret(val: Input[U]) -> Output[U]: ...
 
     @staticmethod
     def unsecret(val: Input[U]) -> Output[U]:
