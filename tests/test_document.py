@@ -283,9 +283,7 @@ def test_document_records_version_stack_serial_key_and_providers(
 def test_file_has_one_member_per_line_with_sorted_keys(provider: CountingProvider) -> None:
     data = dumps({"b": {"y": 1, "x": [1, 2]}, "a": "z"}, provider=provider, stack="dev")
     text = data.decode()
-    assert (
-        '  "tree":{\n    "a":"z",\n    "b":{\n      "x":[\n        1,\n        2\n      ],' in text
-    )
+    assert '  "tree":{\n    "a":"z",\n    "b":{\n      "x":[1,2],\n      "y":1\n    }\n  },' in text
     assert text.endswith("}\n")
 
 

@@ -34,11 +34,12 @@ from .providers import SecretsProvider, provider_from_description, provider_from
 from .secret import Secret
 from .state.document import (
     Document,
-    _entry_of,
-    _unwrap,
     dump_document,
     dump_document_async,
     load_document,
+    provider_entries_from_json,
+    read_header,
+    unwrap_data_key,
 )
 from .state.store import DEFAULT_STATE_URL, StackLock, StateStore, store_from_url
 
@@ -153,7 +154,7 @@ class Stack:
             data, document = dump_document({"outputs": {}}, provider=provider, stack=name)
             store.write(name, data)
             config = StackConfig(
-                stack=name, path=path, cipher=document._cipher, keyring=_keyring(document)
+                stack=name, path=path, cipher=document.cipher, keyring=_keyring(document)
             )
             config.save()
         except BaseException:
@@ -211,15 +212,12 @@ class Stack:
 
     @staticmethod
     def _open_with_stored(data: bytes) -> tuple[SecretsProvider, Document]:
-        from .state import document as _document
-
         # Checks the document's structure (StateFormatError) before any provider runs.
-        parsed: Any = _document._parse(data)
-        raw = parsed[0] if isinstance(parsed, tuple) else parsed
+        header = read_header(data)
         failure: VeilError | None = None
-        for entry in raw["providers"]:
+        for entry in header.providers:
             try:
-                candidate = provider_from_description(entry["scheme"], entry["description"])
+                candidate = provider_from_description(entry.scheme, dict(entry.description))
                 return candidate, load_document(data, provider=candidate)
             except KeyUnwrapError as exc:
                 failure = failure or exc
@@ -237,19 +235,21 @@ class Stack:
         if not path.exists():
             # A checkout without the config file: start an empty one under the stack's key.
             return StackConfig(
-                stack=name, path=path, cipher=document._cipher, keyring=_keyring(document)
+                stack=name, path=path, cipher=document.cipher, keyring=_keyring(document)
             )
         raw = StackConfig.read_file(path)
         if raw["stack"] != name:
             raise ConfigError(f"{path} is the config of stack {raw['stack']!r}, not {name!r}")
         keyring = raw["keyring"]
         if keyring.get("key_id") == document.key_id:
-            cipher = document._cipher
+            cipher = document.cipher
         else:
             # Sealed under another data key (for example before a rotation elsewhere).
             try:
-                entries = tuple(_entry_of(e) for e in keyring.get("providers", []))
-                key, _entry = _unwrap(provider, entries, name, str(keyring.get("key_id")))
+                entries = provider_entries_from_json(keyring.get("providers"))
+                key = unwrap_data_key(
+                    provider, entries, stack=name, key_id=str(keyring.get("key_id"))
+                )
             except (StateFormatError, KeyError, TypeError, AttributeError):
                 raise ConfigError(f"config file {path} has a malformed 'keyring'") from None
             cipher = ValueCipher(key)
@@ -324,10 +324,10 @@ class Stack:
         rotated = document.key_id != self._document.key_id
         # Reseal before writing the state: a secure value that does not open fails the
         # save with nothing written, rather than after the state moved to a new key.
-        resealed = self._config._resealed(document._cipher) if rotated else None
+        resealed = self._config._resealed(document.cipher) if rotated else None
         self._store.write(self._name, data)
         if resealed is not None:
-            self._config._cipher = document._cipher
+            self._config._cipher = document.cipher
             self._config._values.update(resealed)
         self._config._keyring = _keyring(document)
         self._config._dirty = True

@@ -12,6 +12,7 @@ from .document import (
     FORMAT_VERSION,
     SECRET_KEY,
     Document,
+    DocumentHeader,
     PathLike,
     ProviderEntry,
     dump_document,
@@ -21,6 +22,9 @@ from .document import (
     format_path,
     load_document,
     loads,
+    provider_entries_from_json,
+    read_header,
+    unwrap_data_key,
 )
 from .store import (
     DEFAULT_HISTORY_SIZE,
@@ -42,6 +46,7 @@ __all__ = [
     "FORMAT_VERSION",
     "SECRET_KEY",
     "Document",
+    "DocumentHeader",
     "FileStore",
     "HistoryEntry",
     "LockInfo",
@@ -56,7 +61,10 @@ __all__ = [
     "format_path",
     "load_document",
     "loads",
+    "provider_entries_from_json",
+    "read_header",
     "register_store_scheme",
     "store_from_url",
+    "unwrap_data_key",
     "validate_stack_name",
 ]

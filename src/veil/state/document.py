@@ -31,6 +31,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from json.encoder import encode_basestring_ascii as _enc_str
+from math import isfinite as _isfinite
 from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -62,6 +63,7 @@ __all__ = [
     "FORMAT_VERSION",
     "SECRET_KEY",
     "Document",
+    "DocumentHeader",
     "PathLike",
     "ProviderEntry",
     "dump_document",
@@ -71,6 +73,9 @@ __all__ = [
     "format_path",
     "load_document",
     "loads",
+    "provider_entries_from_json",
+    "read_header",
+    "unwrap_data_key",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -333,6 +338,16 @@ class ProviderEntry:
         }
 
 
+@attrs.frozen
+class DocumentHeader:
+    """The clear fields of a state document, read without any key (:func:`read_header`)."""
+
+    stack: str
+    serial: int
+    key_id: str
+    providers: tuple[ProviderEntry, ...]
+
+
 @attrs.frozen(eq=False)
 class Document:
     """A state document in memory: what :func:`load_document` read or
@@ -341,6 +356,7 @@ class Document:
     - ``tree``: the values, with every sealed leaf as a :class:`~veil.Secret`
       (equal to ``loads`` of the bytes).
     - ``stack``, ``serial``, ``key_id``, ``providers``: the document's clear fields.
+    - ``cipher``: the :class:`~veil.crypto.ValueCipher` of the data key.
 
     Pass it as ``previous`` to the next save of the stack: the data key is reused
     (no provider call) and unchanged secrets keep their ciphertexts. It holds the data
@@ -353,10 +369,12 @@ class Document:
     providers: tuple[ProviderEntry, ...]
     _data_key: bytes = attrs.field(repr=False, alias="data_key")
     _cipher: ValueCipher = attrs.field(repr=False, alias="cipher")
-    # aad -> (canonical plaintext, sealed value): what lets a re-save keep ciphertexts.
-    _sealed: Mapping[str, tuple[bytes, str]] = attrs.field(repr=False, alias="sealed")
-    # The document's tree in its stored form (markers in place of secrets).
-    _stored_tree: Any = attrs.field(repr=False, alias="stored_tree")
+    # aad -> (plaintext: the string itself, or the canonical bytes of another value;
+    # sealed value): what lets a re-save keep ciphertexts.
+    _sealed: Mapping[str, tuple[str | bytes, str]] = attrs.field(repr=False, alias="sealed")
+    # The canonical text of the stored tree (markers in place of secrets), from which
+    # the tree is built on first use; None when the tree is already built.
+    _tree_text: str | None = attrs.field(repr=False, alias="tree_text")
     # Providers this document was opened or written with, and the entry each used.
     _opened_by: tuple[tuple[object, ProviderEntry], ...] = attrs.field(
         repr=False, alias="opened_by"
@@ -367,8 +385,18 @@ class Document:
     def tree(self) -> Any:
         """The values, sealed leaves as :class:`~veil.Secret` (built once, on first use)."""
         if not self._tree_box:
-            self._tree_box.append(_rebuild(self._stored_tree, self._sealed, self.stack))
+            assert self._tree_text is not None
+            self._tree_box.append(_rebuild(self._tree_text, self._sealed, self.stack))
         return self._tree_box[0]
+
+    @property
+    def cipher(self) -> ValueCipher:
+        """The cipher of the document's data key: key material.
+
+        It opens and seals values of this stack (for example a config file's secure
+        values). Its ``repr`` shows only the key id, and it cannot be pickled.
+        """
+        return self._cipher
 
     @property
     def secret_count(self) -> int:
@@ -381,279 +409,328 @@ class Document:
         raise SecretPickleError("a Document holds a data key and plaintexts; it cannot be pickled")
 
 
-def _rebuild(stored: Any, sealed: Mapping[str, tuple[bytes, str]], stack: str) -> Any:
-    """The user-facing tree from the stored form and the known plaintexts."""
+def _plain_key(value: Any) -> str | bytes:
+    """What a re-save compares: a string itself, or the canonical bytes of a value."""
+    return value if type(value) is str else _canonical_plain(value)
 
-    def leaf(aad: str) -> Secret[Any]:
-        plain = sealed[aad][0]
-        if plain[:1] == b"s":
-            return Secret(plain[1:].decode("utf-8", "surrogatepass"))
-        return Secret(json.loads(plain[1:]))
 
-    def walk(v: Any, pws: str) -> Any:
-        t = type(v)
-        if t is dict:
-            if len(v) == 1:
-                (k,) = v
-                if k == SECRET_KEY:
-                    return leaf(pws[:-1] + "]]" if pws.endswith(",") else pws + "]]")
-                if k == ESCAPE_KEY:
-                    ((ik, iv),) = v[k].items()
-                    return {ik: walk(iv, pws + _enc_str(ik) + ",")}
-            return {k: walk(x, pws + _enc_str(k) + ",") for k, x in v.items()}
-        if t is list:
-            return [walk(x, pws + str(i) + ",") for i, x in enumerate(v)]
-        return v
+def _same(a: str | bytes, b: str | bytes) -> bool:
+    """Whether two plaintext keys are equal, compared in constant time."""
+    if type(a) is str:
+        if type(b) is not str:
+            return False
+        return hmac.compare_digest(
+            a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+        )
+    return isinstance(a, bytes) and isinstance(b, bytes) and hmac.compare_digest(a, b)
 
-    return walk(stored, _aad_prefix(stack))
+
+def _rebuild(text: str, sealed: Mapping[str, tuple[str | bytes, str]], stack: str) -> Any:
+    """The user-facing tree from the canonical stored text and the known plaintexts."""
+    return _Rebuilder(sealed).walk(json.loads(text), _aad_prefix(stack))
+
+
+def _pws_path(pws: str) -> tuple[str | int, ...]:
+    """The path of the container whose members' AAD starts with ``pws`` (for errors)."""
+    return tuple(json.loads(pws[:-1] + "]]" if pws.endswith(",") else pws + "]]")[1])
+
+
+def _leaf_path(aad: str) -> tuple[str | int, ...]:
+    """The path of the leaf sealed with the associated data ``aad`` (for errors)."""
+    return tuple(json.loads(aad)[1])
 
 
 # --- dumping -----------------------------------------------------------------------------------
 
 
 class _Sealer:
-    """One save: walks the tree, seals secret leaves, collects strings for the guard."""
+    """One save's walk: checks the tree, finds secret leaves and plain strings.
 
-    def __init__(
-        self,
-        cipher: ValueCipher,
-        stack: str,
-        previous: Mapping[str, tuple[bytes, str]],
-        guard: bool,
-    ) -> None:
-        self.cipher = cipher
+    The walk copies nothing it does not change: a container is copied only if a
+    member must be stored differently (an escape, an Output, a repeated Secret, ...).
+    A :class:`~veil.Secret` left in place is written by the encoder's ``default``
+    hook, which finds its marker by the object's id.
+    """
+
+    def __init__(self, stack: str) -> None:
         self.stack = stack
-        self.previous = previous
-        self.sealed: dict[str, tuple[bytes, str]] = {}
-        self.guard = guard
-        # (string, container, key, container path or None at the root): plain strings
-        # for the leak guard.
-        self.strings: list[tuple[str, Any, Any, tuple[str | int, ...] | None]] = []
-        self.secret_strings: list[str] = []
-        self.secret_others: list[Any] = []
-        self.box: list[Any] = [None]  # holds the root, so a root string can be replaced
-
-    def seal(self, value: Any, aad: str, path: tuple[str | int, ...]) -> dict[str, str]:
-        if type(value) is str:
-            plain: Any = value
-            canonical = b"s" + value.encode("utf-8", "surrogatepass")
-        else:
-            plain = _plain(value, path)
-            canonical = _canonical_plain(plain)
-        before = self.previous.get(aad)
-        if before is not None and hmac.compare_digest(before[0], canonical):
-            token = before[1]
-        else:
-            token = self.cipher.seal(plain, aad.encode("ascii"))
-        self.sealed[aad] = (canonical, token)
-        if self.guard:
-            if type(plain) is str:
-                self.secret_strings.append(plain)
-            else:
-                self.secret_others.append(plain)
-        return {SECRET_KEY: token}
+        self.prefix = _aad_prefix(stack)
+        self.strings: list[str] = []
+        self.strings_append = self.strings.append
+        # (value, aad, marker) of each secret leaf, in walk order; the marker dict
+        # gets its sealed value once every leaf is known.
+        self.leaves: list[tuple[Any, str, dict[str, str]]] = []
+        # id of a Secret left in the tree -> its marker (the tree keeps it alive)
+        self.markers: dict[int, dict[str, str]] = {}
 
     def root(self, tree: Any) -> Any:
-        self.child(tree, self.box, 0, (), None)
-        return self.box[0]
+        return self.slow(tree, self.prefix, self.prefix + "]]")
 
-    def child(
-        self, v: Any, out: Any, key: Any, path: tuple[str | int, ...], pws: str | None
-    ) -> None:
-        """Store the stored form of ``v`` (at ``path + (key,)``, or the root if pws is
-        None) into ``out[key]``: the slow path for anything but the common types."""
-        here = path if pws is None else (*path, key)
+    def secret(self, v: Secret[Any], aad: str) -> Any:
+        marker = {SECRET_KEY: ""}
+        self.leaves.append((v.reveal(), aad, marker))
+        if type(v) is Secret and self.markers.setdefault(id(v), marker) is marker:
+            return v
+        return marker  # a Secret met again, at another path: its own marker
+
+    def slow(self, v: Any, pws: str, aad: str) -> Any:
+        """The stored form of ``v`` (its members' AAD prefix ``pws``, its own ``aad``):
+        every type state accepts, the uncommon ones too."""
         t = type(v)
         if t is str:
-            out[key] = v
-            self.strings.append((v, out, key, path if pws is not None else None))
-        elif t is int or t is bool or v is None:
-            out[key] = v
-        elif t is float:
-            _check_float(v, here)
-            out[key] = v
-        elif t is dict:
-            out[key] = self.mapping(
-                v, here, _aad_prefix(self.stack) if pws is None else pws + _enc_key(key) + ","
-            )
-        elif t is list or t is tuple:
-            out[key] = self.sequence(
-                v, here, _aad_prefix(self.stack) if pws is None else pws + _enc_key(key) + ","
-            )
-        elif t is Secret:
-            out[key] = self.seal(v.reveal(), self.leaf_aad(pws, key), here)
-        elif _is_output(v):
-            inner, secret = _snapshot(v, here)
+            self.strings_append(v)
+            return v
+        if t is int or t is bool or v is None:
+            return v
+        if t is float:
+            _check_float(v, _leaf_path(aad))
+            return v
+        if t is dict:
+            return self.mapping(v, pws)
+        if t is list or t is tuple:
+            return self.sequence(v, pws)
+        if isinstance(v, Secret):
+            return self.secret(v, aad)
+        if _is_output(v):
+            inner, secret = _snapshot(v, _leaf_path(aad))
             if secret:
-                out[key] = self.seal(inner, self.leaf_aad(pws, key), here)
-            else:
-                self.child(inner, out, key, path, pws)
-        elif isinstance(v, Secret):
-            out[key] = self.seal(v.reveal(), self.leaf_aad(pws, key), here)
-        elif isinstance(v, str):
-            self.child(str.__str__(v), out, key, path, pws)
-        elif isinstance(v, bool):
-            out[key] = bool(v)
-        elif isinstance(v, int):
-            out[key] = int.__index__(v)
-        elif isinstance(v, float):
-            self.child(float(v), out, key, path, pws)
-        elif isinstance(v, Mapping):
-            self.child(dict(v), out, key, path, pws)
-        elif isinstance(v, (list, tuple)):
-            self.child(list(v), out, key, path, pws)
-        else:
-            raise _unknown_type_error(v, here)
+                marker = {SECRET_KEY: ""}
+                self.leaves.append((inner, aad, marker))
+                return marker
+            stored = self.slow(inner, pws, aad)
+            return stored if stored is not v else inner
+        if isinstance(v, str):
+            return self.slow(str.__str__(v), pws, aad)
+        if isinstance(v, bool):
+            return bool(v)
+        if isinstance(v, int):
+            return int.__index__(v)
+        if isinstance(v, float):
+            return self.slow(float(v), pws, aad)
+        if isinstance(v, Mapping):
+            return self.mapping(dict(v), pws)
+        if isinstance(v, (list, tuple)):
+            return self.sequence(list(v), pws)
+        raise _unknown_type_error(v, _leaf_path(aad))
 
-    def leaf_aad(self, pws: str | None, key: Any) -> str:
-        if pws is None:
-            return _aad_prefix(self.stack) + "]]"
-        return pws + _enc_key(key) + "]]"
-
-    def mapping(
-        self, d: Mapping[Any, Any], path: tuple[str | int, ...], pws: str
-    ) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        strings = self.strings
+    def mapping(self, d: Mapping[Any, Any], pws: str) -> Any:
+        out: dict[str, Any] | None = None
+        strings_append = self.strings_append
         for k, v in d.items():
             if type(k) is not str:
-                raise _key_error(k, path)
+                raise _key_error(k, _pws_path(pws))
             t = type(v)
             if t is str:
-                out[k] = v
-                strings.append((v, out, k, path))
-            elif t is int or t is bool or v is None:
-                out[k] = v
-            elif t is dict:
-                out[k] = self.mapping(v, (*path, k), pws + _enc_str(k) + ",")
+                strings_append(v)
+                continue
+            if t is int or t is bool or v is None:
+                continue
+            if t is float:
+                if not _isfinite(v):
+                    _check_float(v, (*_pws_path(pws), k))
+                continue
+            if t is dict:
+                r = self.mapping(v, pws + _enc_str(k) + ",")
             elif t is Secret:
-                out[k] = self.seal(v.reveal(), pws + _enc_str(k) + "]]", (*path, k))
+                r = self.secret(v, pws + _enc_str(k) + "]]")
             elif t is list:
-                out[k] = self.sequence(v, (*path, k), pws + _enc_str(k) + ",")
+                r = self.sequence(v, pws + _enc_str(k) + ",")
             else:
-                self.child(v, out, k, path, pws)
-        if len(out) == 1 and k in _MARKERS:
-            return {ESCAPE_KEY: out}
-        return out
+                ek = _enc_str(k)
+                r = self.slow(v, pws + ek + ",", pws + ek + "]]")
+            if r is not v:
+                if out is None:
+                    out = dict(d)
+                out[k] = r
+        stored = d if out is None else out
+        if len(stored) == 1 and next(iter(stored)) in _MARKERS:
+            return {ESCAPE_KEY: stored}
+        return stored
 
-    def sequence(self, s: Sequence[Any], path: tuple[str | int, ...], pws: str) -> list[Any]:
-        out: list[Any] = [None] * len(s)
-        strings = self.strings
+    def sequence(self, s: Sequence[Any], pws: str) -> Any:
+        out: list[Any] | None = None
+        strings_append = self.strings_append
         for i, v in enumerate(s):
             t = type(v)
             if t is str:
-                out[i] = v
-                strings.append((v, out, i, path))
-            elif t is int or t is bool or v is None:
-                out[i] = v
-            elif t is dict:
-                out[i] = self.mapping(v, (*path, i), pws + str(i) + ",")
+                strings_append(v)
+                continue
+            if t is int or t is bool or v is None:
+                continue
+            if t is float:
+                if not _isfinite(v):
+                    _check_float(v, (*_pws_path(pws), i))
+                continue
+            if t is dict:
+                r = self.mapping(v, pws + str(i) + ",")
             elif t is Secret:
-                out[i] = self.seal(v.reveal(), pws + str(i) + "]]", (*path, i))
+                r = self.secret(v, pws + str(i) + "]]")
             elif t is list:
-                out[i] = self.sequence(v, (*path, i), pws + str(i) + ",")
+                r = self.sequence(v, pws + str(i) + ",")
             else:
-                self.child(v, out, i, path, pws)
+                r = self.slow(v, pws + str(i) + ",", pws + str(i) + "]]")
+            if r is not v:
+                if out is None:
+                    out = list(s)
+                out[i] = r
+        return s if out is None else out
+
+    def plaintexts(self) -> list[tuple[Any, str | bytes, str, dict[str, str]]]:
+        """(plain value, key for re-save, aad, marker) of each leaf, values checked."""
+        out = []
+        for value, aad, marker in self.leaves:
+            t = type(value)
+            if t is str:
+                out.append((value, value, aad, marker))
+                continue
+            if not (t is int or t is bool or value is None):
+                value = _plain(value, _leaf_path(aad))
+            out.append((value, _canonical_plain(value), aad, marker))
         return out
 
-    # the leak guard
+    def replace_leaks(
+        self,
+        stored: Any,
+        leaks: Mapping[str, str],
+        allowed: Callable[[tuple[str | int, ...]], bool],
+    ) -> tuple[Any, list[tuple[tuple[str | int, ...], str]]]:
+        """``stored`` with each leaking string (not allowed) replaced by a new secret
+        leaf, and the (path, reason) of each, in walk order. Copies what it changes."""
+        reported: list[tuple[tuple[str | int, ...], str]] = []
+        stack = self.stack
 
-    def find_leaks(self) -> list[tuple[tuple[str | int, ...], str, Any, Any]]:
-        """(path, reason, container, key) of each plain string that must not stay plain.
+        def members(d: dict[str, Any], path: tuple[str | int, ...]) -> dict[str, Any]:
+            out = None
+            for k, x in d.items():
+                r = walk(x, (*path, k))
+                if r is not x:
+                    if out is None:
+                        out = dict(d)
+                    out[k] = r
+            return d if out is None else out
 
-        Near-linear in the size of the text: equality is one set intersection; the
-        strings are joined into one text that is searched for credential anchors with
-        ``str.find`` and sampled for 8-character windows of secrets.
-        """
-        equal: set[str] = {s for s in self.secret_strings if s}
-        contained: list[str] = [s for s in self.secret_strings if len(s) >= _CONTAIN_MIN]
-        for other in self.secret_others:
-            if type(other) is bool or other is None:
-                continue  # "true" or "null" is no secret worth matching
-            equal.add(_COMPACT.encode(other))
-            inner: list[str] = []
-            _collect_strings(other, inner)
-            equal.update(inner)
-            contained.extend(inner)
-        strings = self.strings
-        texts: list[str] = list(map(_FIRST, strings))
-        suspects: dict[int, str] = {}
-        if equal and not equal.isdisjoint(texts):
-            for i, s in enumerate(texts):
-                if s in equal:
-                    suspects[i] = "equal"
-        if not texts:
-            return self._report(suspects)
-        # One text for all strings; a match across a "\x00" is confirmed in its own
-        # string, so it cannot report a wrong one.
-        joined = "\x00".join(texts)
-        ends = list(map(add, accumulate(map(len, texts)), range(len(texts))))
+        def walk(v: Any, path: tuple[str | int, ...]) -> Any:
+            t = type(v)
+            if t is str:
+                reason = leaks.get(v)
+                if reason is None or allowed(path):
+                    return v
+                reported.append((path, reason))
+                marker = {SECRET_KEY: ""}
+                self.leaves.append((v, _aad_of(stack, path), marker))
+                return marker
+            if t is dict:
+                if len(v) == 1:
+                    ((k, x),) = v.items()
+                    if k == SECRET_KEY:
+                        return v  # a marker: user dicts like it are escaped
+                    if k == ESCAPE_KEY:
+                        r = members(x, path)
+                        return v if r is x else {ESCAPE_KEY: r}
+                return members(v, path)
+            if t is list or t is tuple:
+                out = None
+                for i, x in enumerate(v):
+                    r = walk(x, (*path, i))
+                    if r is not x:
+                        if out is None:
+                            out = list(v)
+                        out[i] = r
+                return v if out is None else out
+            return v
 
-        def owner(position: int) -> int:
-            return bisect_left(ends, position)
+        return walk(stored, ()), reported
 
-        if contained:
-            self._find_contained(joined, owner, texts, contained, suspects)
-        search = _CREDENTIALS.search
-        for anchor in _ANCHORS:
-            at = joined.find(anchor)
+
+def _find_leaks(
+    strings: list[str], secret_strings: list[str], secret_others: list[Any]
+) -> dict[str, str]:
+    """Each plain string of ``strings`` that must not stay plain -> the reason.
+
+    Near-linear in the size of the text: each distinct string is checked once;
+    equality is one set intersection; the strings of at least 8 characters are
+    joined into one text that is sampled for 8-character windows of secrets, and
+    every string is searched for credential anchors with ``str.find``.
+    """
+    equal: set[str] = {s for s in secret_strings if s}
+    contained: list[str] = [s for s in secret_strings if len(s) >= _CONTAIN_MIN]
+    for other in secret_others:
+        if type(other) is bool or other is None:
+            continue  # "true" or "null" is no secret worth matching
+        equal.add(_COMPACT.encode(other))
+        inner: list[str] = []
+        _collect_strings(other, inner)
+        equal.update(inner)
+        contained.extend(inner)
+    unique = set(strings)
+    suspects: dict[str, str] = {}
+    if equal:
+        for s in unique.intersection(equal):
+            suspects[s] = "equal"
+    if not unique:
+        return suspects
+    texts = list(unique)
+    # One text for all strings; a match across a "\x00" is confirmed in its own
+    # string, so it cannot report a wrong one.
+    joined = "\x00".join(texts)
+    ends = list(map(add, accumulate(map(len, texts)), range(len(texts))))
+
+    def owner(position: int) -> int:
+        return bisect_left(ends, position)
+
+    if contained:
+        _find_contained(joined, owner, texts, contained, suspects)
+    search = _CREDENTIALS.search
+    for anchor in _ANCHORS:
+        at = joined.find(anchor)
+        while at != -1:
+            s = texts[owner(at)]
+            if s not in suspects:
+                m = search(s)
+                if m is not None and m.lastgroup is not None:
+                    suspects[s] = m.lastgroup
+            at = joined.find(anchor, at + 1)
+    return suspects
+
+
+def _find_contained(
+    joined: str,
+    owner: Callable[[int], int],
+    texts: list[str],
+    contained: list[str],
+    suspects: dict[str, str],
+) -> None:
+    # Secrets are indexed by their 8-character windows at offsets 0..step-1; the
+    # text is sampled every `step` characters. An occurrence of a secret of length
+    # m >= 7 + step always covers a sampled window starting within its first
+    # `step` characters, so no match is missed.
+    w = _CONTAIN_MIN
+    step = max(1, min(8, min(map(len, contained)) - w + 1))
+    heads: set[str] = set()
+    for off in range(step):
+        heads.update(map(itemgetter(slice(off, off + w)), contained))
+    index: dict[str, list[str]] | None = None
+    chunk = 1 << 16
+    for base in range(0, len(joined), chunk):
+        piece = joined[base : base + chunk + w - 1]
+        hits = heads.intersection(
+            map(piece.__getitem__, _window_slices(min(chunk, len(piece) - w + 1), step))
+        )
+        if not hits:
+            continue
+        if index is None:  # only when something matched: the common case skips it
+            index = {}
+            for secret in contained:
+                for off in range(step):
+                    index.setdefault(secret[off : off + w], []).append(secret)
+        for head in hits:
+            # Locate the strings with this window, then confirm each secret in them.
+            at = joined.find(head)
             while at != -1:
-                i = owner(at)
-                if i not in suspects:
-                    m = search(texts[i])
-                    if m is not None and m.lastgroup is not None:
-                        suspects[i] = m.lastgroup
-                at = joined.find(anchor, at + 1)
-        return self._report(suspects)
-
-    @staticmethod
-    def _find_contained(
-        joined: str,
-        owner: Callable[[int], int],
-        texts: list[str],
-        contained: list[str],
-        suspects: dict[int, str],
-    ) -> None:
-        # Secrets are indexed by their 8-character windows at offsets 0..step-1; the
-        # text is sampled every `step` characters. An occurrence of a secret of length
-        # m >= 7 + step always covers a sampled window starting within its first
-        # `step` characters, so no match is missed.
-        w = _CONTAIN_MIN
-        step = max(1, min(8, min(map(len, contained)) - w + 1))
-        heads: set[str] = set()
-        for off in range(step):
-            heads.update(map(itemgetter(slice(off, off + w)), contained))
-        index: dict[str, list[str]] | None = None
-        chunk = 1 << 16
-        for base in range(0, len(joined), chunk):
-            piece = joined[base : base + chunk + w - 1]
-            hits = heads.intersection(
-                map(piece.__getitem__, _window_slices(min(chunk, len(piece) - w + 1), step))
-            )
-            if not hits:
-                continue
-            if index is None:  # only when something matched: the common case skips it
-                index = {}
-                for secret in contained:
-                    for off in range(step):
-                        index.setdefault(secret[off : off + w], []).append(secret)
-            for head in hits:
-                # Locate the strings with this window, then confirm each secret in them.
-                at = joined.find(head)
-                while at != -1:
-                    i = owner(at)
-                    if i not in suspects and any(s in texts[i] for s in index[head]):
-                        suspects[i] = "contains"
-                    at = joined.find(head, at + 1)
-
-    def _report(
-        self, suspects: Mapping[int, str]
-    ) -> list[tuple[tuple[str | int, ...], str, Any, Any]]:
-        found = []
-        for i in sorted(suspects):
-            _s, out, key, path = self.strings[i]
-            found.append(((*path, key) if path is not None else (), suspects[i], out, key))
-        return found
+                s = texts[owner(at)]
+                if s not in suspects and any(x in s for x in index[head]):
+                    suspects[s] = "contains"
+                at = joined.find(head, at + 1)
 
 
 @contextlib.contextmanager
@@ -670,9 +747,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-_FIRST: Final = itemgetter(0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -733,28 +807,37 @@ def _entries_for(
     return tuple(entries), tuple(opened)
 
 
-_LAYOUT: Final = re.compile("\n *")
-# Containers deeper than this are written on one line; above it, one member a line.
-_EXPAND_DEPTH: Final = 3
+_EXPAND_DEPTH: Final = 2  # values at this depth of the tree, and deeper, are one line
 
 
 def _no_default(value: object) -> NoReturn:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def _make_canonical_encoder() -> Callable[[Any], str]:
-    """The C encoder built once (``JSONEncoder.encode`` builds one per call, which
-    costs more than encoding a small value), checked against ``_CANONICAL``."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return _CANONICAL.encode
+_make_encoder: Final[Callable[..., Any] | None] = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _make_canonical_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
+    """C(value) by the C encoder, built once (``JSONEncoder.encode`` builds one per
+    call, which costs more than encoding a small value), checked against
+    ``_CANONICAL``; ``default`` gives the stored form of other objects."""
+    fallback = json.JSONEncoder(
+        ensure_ascii=True,
+        allow_nan=False,
+        sort_keys=True,
+        separators=(",", ":"),
+        check_circular=False,
+        default=default,
+    ).encode
+    if _make_encoder is None:
+        return fallback
     try:
-        encoder = make(None, _no_default, _enc_str, None, ":", ",", True, False, False)
-        sample = {"b": [1, 2.5, None, True, "\u00e9\n"], "a": {"z": -0.0, "y": 10**20}}
+        encoder = _make_encoder(None, default, _enc_str, None, ":", ",", True, False, False)
+        sample = {"b": [1, 2.5, None, True, "\u00e9\n", (3,)], "a": {"z": -0.0, "y": 10**20}}
         if "".join(encoder(sample, 0)) != _CANONICAL.encode(sample):
-            return _CANONICAL.encode
+            return fallback
     except (TypeError, ValueError):  # another signature in this Python
-        return _CANONICAL.encode
+        return fallback
 
     def encode(value: Any) -> str:
         return "".join(encoder(value, 0))
@@ -762,7 +845,7 @@ def _make_canonical_encoder() -> Callable[[Any], str]:
     return encode
 
 
-_encode_canonical: Final = _make_canonical_encoder()
+_encode_canonical: Final = _make_canonical_encoder(_no_default)
 
 
 def _canonical_json(value: Any) -> str:
@@ -800,65 +883,48 @@ def _header_prefix(header: Mapping[str, Any]) -> str:
     )
 
 
-def _render(header: Mapping[str, Any], stored_tree: Any) -> tuple[list[str], str]:
-    """The file's lines up to the tree's end, and the canonical text of the tree.
-
-    Each value is written by the C JSON encoder in canonical form; the layout is only
-    newlines and indentation, so removing every newline with the spaces after it gives
-    the canonical text back (a reader's fast path for the MAC).
-    """
-    parts: list[str] = ["{\n"]
-    for key in ("veil_state", "stack", "serial", "key_id"):
-        parts.append(f'  "{key}":{_canonical_json(header[key])},\n')
-    parts.append('  "providers":[\n')
-    parts.append(",\n".join("    " + _canonical_json(p) for p in header["providers"]))
-    parts.append('\n  ],\n  "tree":')
-    start = len(parts)
-    _pretty(stored_tree, "\n  ", parts, 0)
-    tree_text = _LAYOUT.sub("", "".join(parts[start:]))
-    return parts, tree_text
-
-
-def _pretty(v: Any, newline: str, parts: list[str], depth: int) -> None:
-    """Append ``v``: containers above _EXPAND_DEPTH one member a line, sorted keys."""
+def _expands(v: Any) -> bool:
+    """Whether a container is written one member a line (above _EXPAND_DEPTH)."""
     t = type(v)
-    append = parts.append
-    if depth >= _EXPAND_DEPTH or not v or (t is not dict and t is not list):
-        append(_canonical_json(v))
-        return
-    inner = newline + "  "
     if t is dict:
-        if len(v) == 1 and SECRET_KEY in v:
-            append(_canonical_json(v))
-            return
-        append("{")
-        sep = inner
-        for k in sorted(v):
-            x = v[k]
-            tx = type(x)
-            if tx is str:
-                append(sep + _enc_str(k) + ":" + _enc_str(x))
-            elif (tx is dict or tx is list) and x and depth + 1 < _EXPAND_DEPTH:
-                append(sep + _enc_str(k) + ":")
-                _pretty(x, inner, parts, depth + 1)
-            else:
-                append(sep + _enc_str(k) + ":" + _canonical_json(x))
-            sep = "," + inner
-        append(newline + "}")
-    else:
-        append("[")
-        sep = inner
-        for x in v:
-            tx = type(x)
-            if tx is str:
-                append(sep + _enc_str(x))
-            elif (tx is dict or tx is list) and x and depth + 1 < _EXPAND_DEPTH:
-                append(sep)
-                _pretty(x, inner, parts, depth + 1)
-            else:
-                append(sep + _canonical_json(x))
-            sep = "," + inner
-        append(newline + "]")
+        return bool(v) and not (len(v) == 1 and SECRET_KEY in v)
+    return (t is list or t is tuple) and bool(v)
+
+
+def _members(v: Any) -> Iterator[tuple[str, Any]]:
+    """(``"key":`` or nothing, value) of each member of a container, keys sorted."""
+    if type(v) is dict:
+        return ((_enc_str(k) + ":", v[k]) for k in sorted(v))
+    return (("", x) for x in v)
+
+
+def _render_tree(stored: Any, encode: Callable[[Any], str]) -> tuple[str, str]:
+    """(the tree as written in the file, C(tree)).
+
+    Members of the tree and of its containers are one a line; deeper values one C
+    encoder call each. The layout is only newlines and indentation between members,
+    so removing it gives C(tree) (a reader's fast path for the MAC).
+    """
+    if not _expands(stored):
+        text = encode(stored)
+        return text, text
+    written: list[str] = []
+    canonical: list[str] = []
+    for head, v in _members(stored):
+        if _expands(v):
+            inner = [h + encode(x) for h, x in _members(v)]
+            o, c = ("{", "}") if type(v) is dict else ("[", "]")
+            canonical.append(head + o + ",".join(inner) + c)
+            written.append(head + o + "\n      " + ",\n      ".join(inner) + "\n    " + c)
+        else:
+            text = head + encode(v)
+            canonical.append(text)
+            written.append(text)
+    o, c = ("{", "}") if type(stored) is dict else ("[", "]")
+    return (
+        o + "\n    " + ",\n    ".join(written) + "\n  " + c,
+        o + ",".join(canonical) + c,
+    )
 
 
 def dump_document(
@@ -948,7 +1014,7 @@ def _dump(
     with _gc_paused():
         return _dump_paused(
             tree,
-            sealer=_Sealer(cipher, stack, reuse, guard=True),
+            sealer=_Sealer(stack),
             provider=provider,
             stack=stack,
             previous=previous,
@@ -960,6 +1026,7 @@ def _dump(
             data_key=data_key,
             cipher=cipher,
             serial=new_serial,
+            reuse=reuse,
         )
 
 
@@ -978,53 +1045,89 @@ def _dump_paused(
     data_key: bytes,
     cipher: ValueCipher,
     serial: int,
+    reuse: Mapping[str, tuple[str | bytes, str]],
 ) -> tuple[bytes, Document]:
-    new_serial = serial
     try:
         stored = sealer.root(tree)
     except RecursionError:
         raise InvalidValueError(
             "the tree is nested too deeply or refers to itself; state must be a tree"
         ) from None
+    leaves = sealer.plaintexts()
 
-    leaks = sealer.find_leaks()
+    leaks = _find_leaks(
+        sealer.strings,
+        [p for p, k, _a, _m in leaves if type(p) is str],
+        [p for p, k, _a, _m in leaves if type(p) is not str],
+    )
     if leaks:
         names, paths = _normalise_allow(allow_plaintext)
-        reported = []
-        for full, reason, out, key in leaks:
-            if full in paths or format_path(full) in names or ".".join(map(str, full)) in names:
-                continue
-            reported.append((full, reason))
-            if not strict:
-                out[key] = sealer.seal(out[key], _aad_of(stack, full), full)
+
+        def allowed(full: tuple[str | int, ...]) -> bool:
+            return full in paths or format_path(full) in names or ".".join(map(str, full)) in names
+
+        count = len(sealer.leaves)
+        replaced, reported = sealer.replace_leaks(stored, leaks, allowed)
         if reported and strict:
             raise PlaintextLeakError(_leak_message(reported, strict=True))
         if reported:
             warnings.warn(_leak_message(reported, strict=False), LeakWarning, stacklevel=stacklevel)
-        stored = sealer.box[0]
+            stored = replaced
+            leaves.extend((v, v, aad, m) for v, aad, m in sealer.leaves[count:])
+
+    sealed: dict[str, tuple[str | bytes, str]] = {}
+    fresh: list[tuple[Any, str | bytes, str, dict[str, str]]] = []
+    if reuse:
+        for leaf in leaves:
+            before = reuse.get(leaf[2])
+            if before is not None and _same(before[0], leaf[1]):
+                leaf[3][SECRET_KEY] = before[1]
+                sealed[leaf[2]] = (leaf[1], before[1])
+            else:
+                fresh.append(leaf)
+    else:
+        fresh = leaves
+    tokens = cipher._seal_many([f[0] for f in fresh], [f[2].encode("ascii") for f in fresh])
+    for (_value, key, aad, marker), token in zip(fresh, tokens, strict=True):
+        marker[SECRET_KEY] = token
+        sealed[aad] = (key, token)
 
     providers = (provider, *additional_providers)
     entries, opened = _entries_for(providers, data_key, stack, previous if not rotate_key else None)
     header: dict[str, Any] = {
         "veil_state": FORMAT_VERSION,
         "stack": stack,
-        "serial": new_serial,
+        "serial": serial,
         "key_id": cipher.key_id,
         "providers": [e.to_json() for e in entries],
     }
-    parts, tree_text = _render(header, stored)
+    markers = sealer.markers
+
+    def default(value: object) -> dict[str, str]:
+        # Only Secrets the walk left in place reach this.
+        marker = markers.get(id(value))
+        if marker is None or not isinstance(value, Secret):
+            raise InvalidValueError(f"a {type(value).__name__} cannot be written to state")
+        return marker
+
+    written, tree_text = _render_tree(stored, _make_canonical_encoder(default))
     mac = cipher.mac(_mac_input(header, tree_text)).hex()
-    parts.append(f',\n  "mac":"{mac}"\n}}\n')
-    data = "".join(parts).encode("ascii")
+    head = ["{\n"]
+    for key in ("veil_state", "stack", "serial", "key_id"):
+        head.append(f'  "{key}":{_canonical_json(header[key])},\n')
+    head.append('  "providers":[\n    ')
+    head.append(",\n    ".join(_canonical_json(p) for p in header["providers"]))
+    head.append('\n  ],\n  "tree":')
+    data = "".join([*head, written, f',\n  "mac":"{mac}"\n}}\n']).encode("ascii")
     document = Document(
         stack=stack,
-        serial=new_serial,
+        serial=serial,
         key_id=cipher.key_id,
         providers=entries,
         data_key=data_key,
         cipher=cipher,
-        sealed=sealer.sealed,
-        stored_tree=stored,
+        sealed=sealed,
+        tree_text=tree_text,
         opened_by=opened,
     )
     return data, document
@@ -1189,7 +1292,9 @@ def _tree_text(text: str, header: Mapping[str, Any], raw: Mapping[str, Any]) -> 
     without its layout parses to the same document, and the cut is exactly the value
     between the expected header and the expected MAC member.
     """
-    stripped = _LAYOUT.sub("", text)
+    # Removes every newline and the spaces after it (the regex "\n *", faster).
+    lines = text.split("\n")
+    stripped = lines[0] + "".join([line.lstrip(" ") for line in lines[1:]])
     prefix = _header_prefix(header)
     suffix = ',"mac":"' + raw["mac"] + '"}'
     if (
@@ -1202,12 +1307,66 @@ def _tree_text(text: str, header: Mapping[str, Any], raw: Mapping[str, Any]) -> 
     return _canonical_json(raw["tree"])
 
 
-def _entry_of(raw: Mapping[str, Any]) -> ProviderEntry:
-    try:
-        wrapped = base64.b64decode(raw["wrapped_key"].encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeError, ValueError):
-        raise _format_error("a 'wrapped_key' is not base64") from None
-    return ProviderEntry(scheme=raw["scheme"], description=raw["description"], wrapped_key=wrapped)
+def provider_entries_from_json(entries: Any) -> tuple[ProviderEntry, ...]:
+    """The provider entries of a document's (or a keyring's) ``providers`` JSON list.
+
+    Each entry is an object with exactly ``scheme`` (str), ``description`` (object)
+    and ``wrapped_key`` (standard base64); anything else raises
+    :class:`~veil.StateFormatError`, as does an empty list.
+    """
+    if type(entries) is not list or not entries:
+        raise _format_error("'providers' is not a non-empty list")
+    out = []
+    for entry in entries:
+        if type(entry) is not dict or set(entry) != _ENTRY_KEYS:
+            raise _format_error(
+                "a 'providers' entry needs exactly scheme, description, wrapped_key"
+            )
+        if type(entry["scheme"]) is not str or type(entry["description"]) is not dict:
+            raise _format_error("a 'providers' entry has a bad scheme or description")
+        if type(entry["wrapped_key"]) is not str:
+            raise _format_error("a 'providers' entry has a bad wrapped_key")
+        try:
+            wrapped = base64.b64decode(entry["wrapped_key"].encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeError, ValueError):
+            raise _format_error("a 'wrapped_key' is not base64") from None
+        out.append(
+            ProviderEntry(
+                scheme=entry["scheme"], description=entry["description"], wrapped_key=wrapped
+            )
+        )
+    return tuple(out)
+
+
+def read_header(data: bytes) -> DocumentHeader:
+    """The clear fields of a state document, without any key or provider call.
+
+    Checks the JSON, the structure and the format version like :func:`load_document`
+    (:class:`~veil.StateFormatError`); the MAC is not checked (it needs the key), so
+    the fields are only as trustworthy as the file until the document is loaded.
+    """
+    raw, _text = _parse(data)
+    return DocumentHeader(
+        stack=raw["stack"],
+        serial=raw["serial"],
+        key_id=raw["key_id"],
+        providers=provider_entries_from_json(raw["providers"]),
+    )
+
+
+def unwrap_data_key(
+    provider: SecretsProvider, entries: Sequence[ProviderEntry], *, stack: str, key_id: str
+) -> bytes:
+    """The data key of ``stack``, unwrapped by ``provider`` from one of ``entries``.
+
+    Each entry of the provider's scheme is tried with its stored description
+    (``provider.with_description``) and the context ``{"stack": stack}``; the key
+    must have the id ``key_id``. Raises :class:`~veil.KeyUnwrapError` (no entry of
+    that scheme, or none gave that key), the provider's own errors (for example
+    :class:`~veil.IncorrectPassphraseError`), or :class:`~veil.ProviderError` for a
+    provider that fails with anything else.
+    """
+    return _unwrap(provider, entries, stack, key_id)[0]
 
 
 def _unwrap(
@@ -1252,70 +1411,89 @@ def _unwrap(
 
 
 class _Opener:
-    """One load: walks the stored tree, opens sealed leaves, records plaintexts."""
+    """One load: walks the stored tree, opens sealed leaves, records plaintexts.
 
-    def __init__(self, cipher: ValueCipher, stack: str) -> None:
+    The walk changes the parsed tree in place (it is ours alone) and keeps only the
+    AAD prefix of each container; paths are rebuilt from it for error messages.
+    """
+
+    def __init__(self, cipher: ValueCipher | None) -> None:
         self.cipher = cipher
-        self.stack = stack
-        self.sealed: dict[str, tuple[bytes, str]] = {}
+        self.sealed: dict[str, tuple[str | bytes, str]] = {}
 
-    def open(self, token: Any, aad: str, path: tuple[str | int, ...]) -> Secret[Any]:
+    def open(self, token: Any, aad: str) -> Secret[Any]:
         if type(token) is not str:
-            raise _format_error(f"the sealed value at {format_path(path)} is not a string")
+            raise _format_error(
+                f"the sealed value at {format_path(_leaf_path(aad))} is not a string"
+            )
+        assert self.cipher is not None
         try:
             value = self.cipher.open(token, aad.encode("ascii"))
         except DecryptionError:
             raise StateIntegrityError(
-                f"the sealed value at {format_path(path)} does not open: the document "
-                "was changed or assembled from pieces of other documents"
+                f"the sealed value at {format_path(_leaf_path(aad))} does not open: the "
+                "document was changed or assembled from pieces of other documents"
             ) from None
-        self.sealed[aad] = (
-            b"s" + value.encode("utf-8", "surrogatepass")
-            if type(value) is str
-            else _canonical_plain(value),
-            token,
-        )
+        self.sealed[aad] = (value if type(value) is str else _canonical_plain(value), token)
         return Secret(value)
 
-    def walk(self, v: Any, path: tuple[str | int, ...], pws: str) -> Any:
-        """The user-facing form of the stored value ``v`` (parsed JSON, changed in place)."""
+    def walk(self, v: Any, pws: str) -> Any:
+        """The user-facing form of the stored value ``v`` (members' AAD prefix ``pws``)."""
         if type(v) is dict:
             if len(v) == 1:
                 if SECRET_KEY in v:
-                    return self.open(v[SECRET_KEY], pws[:-1] + "]]" if path else pws + "]]", path)
+                    return self.open(
+                        v[SECRET_KEY], pws[:-1] + "]]" if pws[-1] == "," else pws + "]]"
+                    )
                 if ESCAPE_KEY in v:
                     x = v[ESCAPE_KEY]
                     if type(x) is not dict or len(x) != 1 or next(iter(x)) not in _MARKERS:
-                        raise _format_error(f"a bad escape at {format_path(path)}")
-                    return self.mapping(x, path, pws)
-            return self.mapping(v, path, pws)
+                        raise _format_error(f"a bad escape at {format_path(_pws_path(pws))}")
+                    return self.mapping(x, pws)
+            return self.mapping(v, pws)
         if type(v) is list:
-            return self.sequence(v, path, pws)
+            return self.sequence(v, pws)
         return v
 
-    def mapping(self, d: dict[str, Any], path: tuple[str | int, ...], pws: str) -> dict[str, Any]:
+    def mapping(self, d: dict[str, Any], pws: str) -> dict[str, Any]:
         for k, x in d.items():
             tx = type(x)
             if tx is dict:
                 if len(x) == 1 and SECRET_KEY in x:
-                    d[k] = self.open(x[SECRET_KEY], pws + _enc_str(k) + "]]", (*path, k))
+                    d[k] = self.open(x[SECRET_KEY], pws + _enc_str(k) + "]]")
                 else:
-                    d[k] = self.walk(x, (*path, k), pws + _enc_str(k) + ",")
+                    d[k] = self.walk(x, pws + _enc_str(k) + ",")
             elif tx is list:
-                self.sequence(x, (*path, k), pws + _enc_str(k) + ",")
+                self.sequence(x, pws + _enc_str(k) + ",")
         return d
 
-    def sequence(self, s: list[Any], path: tuple[str | int, ...], pws: str) -> list[Any]:
+    def sequence(self, s: list[Any], pws: str) -> list[Any]:
         for i, x in enumerate(s):
             tx = type(x)
             if tx is dict:
                 if len(x) == 1 and SECRET_KEY in x:
-                    s[i] = self.open(x[SECRET_KEY], pws + str(i) + "]]", (*path, i))
+                    s[i] = self.open(x[SECRET_KEY], pws + str(i) + "]]")
                 else:
-                    s[i] = self.walk(x, (*path, i), pws + str(i) + ",")
+                    s[i] = self.walk(x, pws + str(i) + ",")
             elif tx is list:
-                self.sequence(x, (*path, i), pws + str(i) + ",")
+                self.sequence(x, pws + str(i) + ",")
         return s
+
+
+class _Rebuilder(_Opener):
+    """The walk of :class:`_Opener` over a tree this process wrote: the plaintexts are
+    known, nothing is decrypted."""
+
+    def __init__(self, sealed: Mapping[str, tuple[str | bytes, str]]) -> None:
+        super().__init__(None)
+        self.known = sealed
+
+    def open(self, token: Any, aad: str) -> Secret[Any]:
+        key = self.known[aad][0]
+        if type(key) is str:
+            return Secret(key)
+        assert type(key) is bytes
+        return Secret(json.loads(key[1:]))
 
 
 def load_document(data: bytes, *, provider: SecretsProvider) -> Document:
@@ -1335,7 +1513,7 @@ def load_document(data: bytes, *, provider: SecretsProvider) -> Document:
 def _load_paused(data: bytes, provider: SecretsProvider) -> Document:
     raw, text = _parse(data)
     stack: str = raw["stack"]
-    entries = tuple(_entry_of(e) for e in raw["providers"])
+    entries = provider_entries_from_json(raw["providers"])
     data_key, entry = _unwrap(provider, entries, stack, raw["key_id"])
     cipher = ValueCipher(data_key)
     header = {k: raw[k] for k in _TOP_KEYS if k not in ("tree", "mac")}
@@ -1347,10 +1525,10 @@ def _load_paused(data: bytes, provider: SecretsProvider) -> Document:
             "reordered or assembled from pieces of other documents. Restore a good copy "
             "(the store keeps history)."
         )
-    opener = _Opener(cipher, stack)
+    opener = _Opener(cipher)
     try:
         # The walk replaces markers in place: the parsed tree is ours alone.
-        tree = opener.walk(raw["tree"], (), _aad_prefix(stack))
+        tree = opener.walk(raw["tree"], _aad_prefix(stack))
     except RecursionError:
         raise _format_error("it is nested too deeply") from None
     return Document(
@@ -1361,7 +1539,7 @@ def _load_paused(data: bytes, provider: SecretsProvider) -> Document:
         data_key=data_key,
         cipher=cipher,
         sealed=opener.sealed,
-        stored_tree=None,  # only needed to build the tree, which is already here
+        tree_text=None,  # only needed to build the tree, which is already here
         opened_by=((provider, entry),),
         tree_box=[tree],
     )
