@@ -29,7 +29,7 @@ import re
 import warnings
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import accumulate
+from itertools import accumulate, compress
 from json.encoder import encode_basestring_ascii as _enc_str
 from math import isfinite as _isfinite
 from operator import add, itemgetter
@@ -662,6 +662,7 @@ def _find_leaks(
         _collect_strings(other, inner)
         equal.update(inner)
         contained.extend(inner)
+    contained = list(dict.fromkeys(contained))
     unique = set(strings)
     suspects: dict[str, str] = {}
     if equal:
@@ -709,28 +710,36 @@ def _find_contained(
     heads: set[str] = set()
     for off in range(step):
         heads.update(map(itemgetter(slice(off, off + w)), contained))
-    index: dict[str, list[str]] | None = None
     chunk = 1 << 16
+    matched: list[tuple[int, list[str], set[str]]] = []
     for base in range(0, len(joined), chunk):
         piece = joined[base : base + chunk + w - 1]
-        hits = heads.intersection(
-            map(piece.__getitem__, _window_slices(min(chunk, len(piece) - w + 1), step))
-        )
-        if not hits:
-            continue
-        if index is None:  # only when something matched: the common case skips it
-            index = {}
-            for secret in contained:
-                for off in range(step):
-                    index.setdefault(secret[off : off + w], []).append(secret)
-        for head in hits:
-            # Locate the strings with this window, then confirm each secret in them.
-            at = joined.find(head)
-            while at != -1:
-                s = texts[owner(at)]
-                if s not in suspects and any(x in s for x in index[head]):
-                    suspects[s] = "contains"
-                at = joined.find(head, at + 1)
+        windows = list(map(piece.__getitem__, _window_slices(min(chunk, len(piece) - w + 1), step)))
+        hits = heads.intersection(windows)
+        if hits:
+            matched.append((base, windows, hits))
+    if not matched:  # the common case
+        return
+    index = _window_index(contained, step, set().union(*(m[2] for m in matched)))
+    for base, windows, hits in matched:
+        # Confirm at each sampled position that matched, in the string it lies in:
+        # linear in the number of matching windows, whatever the strings hold.
+        for j in compress(range(len(windows)), map(hits.__contains__, windows)):
+            s = texts[owner(base + j * step)]
+            if s not in suspects and any(x in s for x in index[windows[j]]):
+                suspects[s] = "contains"
+
+
+def _window_index(contained: list[str], step: int, wanted: set[str]) -> dict[str, list[str]]:
+    """Each wanted 8-character window at offsets 0..step-1 of the secrets -> those
+    secrets."""
+    index: dict[str, list[str]] = {}
+    for off in range(step):
+        get = itemgetter(slice(off, off + _CONTAIN_MIN))
+        for window, secret in zip(map(get, contained), contained, strict=True):
+            if window in wanted:
+                index.setdefault(window, []).append(secret)
+    return index
 
 
 @contextlib.contextmanager
