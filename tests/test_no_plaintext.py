@@ -464,3 +464,78 @@ def test_redact_masks_every_known_secret() -> None:
     a = Secret("red-a-" + secrets.token_hex(4)).reveal()
     b = Secret("red-b-" + secrets.token_hex(4)).reveal()
     assert veil.redact(f"{a}/{b}/{a}") == "[secret]/[secret]/[secret]"
+
+
+# --- exceptions raised by functions given a secret --------------------------------------
+
+
+def _traceback_text(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
+
+
+def test_exception_in_apply_on_a_secret_does_not_show_its_plaintext() -> None:
+    plaintext = "apply-" + secrets.token_hex(8)
+    with pytest.raises(ValueError, match=r"\[secret\]") as info:
+        Output.secret(plaintext).apply(int)
+    assert plaintext not in _traceback_text(info.value)
+
+
+def test_exception_in_apply_on_a_nested_secret_value_does_not_show_it() -> None:
+    plaintext = "nested-" + secrets.token_hex(8)
+    with pytest.raises(KeyError) as info:
+        Output.secret({"k": [plaintext]}).apply(lambda v: {}[v["k"][0]])
+    assert plaintext not in _traceback_text(info.value)
+
+
+def test_exception_attributes_lose_the_secret_plaintext() -> None:
+    plaintext = "attrs-" + secrets.token_hex(8)
+    with pytest.raises(json.JSONDecodeError) as decode:
+        Output.json_loads(Output.secret(plaintext))
+    assert plaintext not in str(decode.value.doc)
+    with pytest.raises(FileNotFoundError) as missing:
+        Output.secret("/nonexistent/" + plaintext).apply(open)
+    assert plaintext not in str(missing.value)
+    assert plaintext not in str(missing.value.filename)
+
+
+def test_exception_chained_from_an_apply_on_a_secret_loses_the_plaintext() -> None:
+    plaintext = "chained-" + secrets.token_hex(8)
+
+    def parse(v: str) -> int:
+        try:
+            return int(v)
+        except ValueError as exc:
+            raise RuntimeError("cannot parse") from exc
+
+    with pytest.raises(RuntimeError) as info:
+        Output.secret(plaintext).apply(parse)
+    assert plaintext not in _traceback_text(info.value)
+
+
+def test_exception_in_format_of_a_secret_does_not_show_its_plaintext() -> None:
+    plaintext = "format-" + secrets.token_hex(8)
+    with pytest.raises(KeyError) as info:
+        Output.format(Output.secret("{" + plaintext + "}"))
+    assert plaintext not in _traceback_text(info.value)
+
+
+def test_exception_in_json_dumps_default_on_a_secret_does_not_show_it() -> None:
+    plaintext = "dumps-" + secrets.token_hex(8)
+
+    class Opaque:
+        pass
+
+    def default(o: object) -> object:
+        raise TypeError(f"cannot encode next to {veil.reveal(secret)}")
+
+    secret = Output.secret(plaintext)
+    with pytest.raises(TypeError) as info:
+        Output.json_dumps({"a": secret, "b": Opaque()}, default=default)
+    assert plaintext not in _traceback_text(info.value)
+
+
+def test_exception_in_apply_on_a_plain_value_is_untouched() -> None:
+    with pytest.raises(ValueError, match="'not-a-number'"):
+        Output.from_input("not-a-number").apply(int)

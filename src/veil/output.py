@@ -53,7 +53,7 @@ from .errors import (
     UsageError,
     VeilError,
 )
-from .secret import Secret, _remember
+from .secret import Secret, _remember, scrub_exception
 
 __all__ = [
     "UNKNOWN",
@@ -504,10 +504,22 @@ class Output(Generic[T_co]):
         if self._pending is not None:
             return self._then(lambda src: src.apply(func, run_with_unknowns))
         if self._known:
-            result = func(self._value)
+            try:
+                result = func(self._value)
+            except Exception as exc:
+                # The exception must not print a secret value (int("hunter2") would).
+                if self._secret:
+                    scrub_exception(exc, self._value)
+                raise
         elif run_with_unknowns:
             value = self._value
-            result = func(value if contains_unknowns(value) else cast("T_co", UNKNOWN))
+            arg = value if contains_unknowns(value) else cast("T_co", UNKNOWN)
+            try:
+                result = func(arg)
+            except Exception as exc:
+                if self._secret:
+                    scrub_exception(exc, arg)
+                raise
         else:
             return _make(None, False, self._secret, self._resources, True)
         if type(result) in _SCALARS:
@@ -774,10 +786,16 @@ class Output(Generic[T_co]):
             if not known:
                 return _make(None, False, secret, resources, True)
             fs = parts[0]
-            if names:
-                text = fs.format(*parts[1 : n + 1], **dict(zip(names, parts[n + 1 :], strict=True)))
-            else:
-                text = fs.format(*parts[1:])
+            try:
+                if names:
+                    kw = dict(zip(names, parts[n + 1 :], strict=True))
+                    text = fs.format(*parts[1 : n + 1], **kw)
+                else:
+                    text = fs.format(*parts[1:])
+            except Exception as exc:
+                if secret:
+                    scrub_exception(exc, parts)
+                raise
             return _make(text, True, secret, resources, True)
         joined = Output.all(format_string, *args, *kwargs.values())
 
@@ -879,6 +897,10 @@ class Output(Generic[T_co]):
                 # An Output hidden inside an opaque object is still pending: wait for it
                 # and dump again.
                 return need.output._then(lambda _o: dump(src))
+            except Exception as exc:
+                if src._secret or seen.secret:
+                    scrub_exception(exc, src._value)
+                raise
             secret = src._secret or seen.secret
             resources = src._resources | seen.resources
             if seen.unknown:
