@@ -21,6 +21,7 @@ from veil import (
     KeyUnwrapError,
     Output,
     PendingOutputError,
+    ProviderConfigError,
     Secret,
     SecretPickleError,
     StateFormatError,
@@ -253,6 +254,33 @@ def test_self_referencing_tree_is_refused(provider: CountingProvider) -> None:
     loop["self"] = loop
     with pytest.raises(InvalidValueError, match="refers to itself"):
         dumps(loop, provider=provider, stack="dev")
+
+
+def test_self_referencing_value_inside_a_secret_is_refused(provider: CountingProvider) -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(InvalidValueError, match="refers to itself"):
+        dumps({"x": Secret(loop)}, provider=provider, stack="dev")
+
+
+def test_too_deep_value_inside_a_secret_output_is_refused(provider: CountingProvider) -> None:
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(InvalidValueError, match="nested too deeply"):
+        dumps({"x": Output.secret(deep)}, provider=provider, stack="dev")
+
+
+@pytest.mark.parametrize("bad", [None, "passphrase://", object()])
+def test_a_provider_that_is_not_a_secrets_provider_is_refused(
+    provider: CountingProvider, bad: Any
+) -> None:
+    with pytest.raises(ProviderConfigError, match="SecretsProvider"):
+        dumps({}, provider=bad, stack="dev")
+    with pytest.raises(ProviderConfigError, match="SecretsProvider"):
+        dumps({}, provider=provider, stack="dev", additional_providers=[bad])
+    with pytest.raises(ProviderConfigError, match="SecretsProvider"):
+        loads(dumps({}, provider=provider, stack="dev"), provider=bad)
 
 
 def test_invalid_stack_name_is_refused(provider: CountingProvider) -> None:

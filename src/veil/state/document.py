@@ -46,6 +46,7 @@ from ..errors import (
     LeakWarning,
     PendingOutputError,
     PlaintextLeakError,
+    ProviderConfigError,
     ProviderError,
     StateFormatError,
     StateIntegrityError,
@@ -764,6 +765,16 @@ def _window_slices(count: int, step: int) -> list[slice]:
     return [slice(i, i + _CONTAIN_MIN) for i in range(0, max(count, 0), step)]
 
 
+def _check_provider(provider: object) -> None:
+    from ..providers.base import SecretsProvider  # below state; imported when first used
+
+    if not isinstance(provider, SecretsProvider):
+        raise ProviderConfigError(
+            f"a provider is a veil.providers.SecretsProvider (for example "
+            f"veil.providers.provider_from_url('passphrase://')), not {type(provider).__name__}"
+        )
+
+
 def _wrap(provider: SecretsProvider, data_key: bytes, stack: str) -> ProviderEntry:
     context = {"stack": stack}
     try:
@@ -1040,6 +1051,8 @@ def _dump(
     stacklevel: int,
 ) -> tuple[bytes, Document]:
     validate_stack_name(stack)
+    for p in (provider, *additional_providers):
+        _check_provider(p)
     if isinstance(previous, (bytes, bytearray, memoryview)):
         previous = load_document(bytes(previous), provider=provider)
     if previous is not None and not isinstance(previous, Document):
@@ -1102,11 +1115,11 @@ def _dump_paused(
 ) -> tuple[bytes, Document]:
     try:
         stored = sealer.root(tree)
+        leaves = sealer.plaintexts()  # walks the values of secret leaves
     except RecursionError:
         raise InvalidValueError(
             "the tree is nested too deeply or refers to itself; state must be a tree"
         ) from None
-    leaves = sealer.plaintexts()
 
     leaks = _find_leaks(
         sealer.strings,
@@ -1564,6 +1577,7 @@ def load_document(data: bytes, *, provider: SecretsProvider) -> Document:
 
 
 def _load_paused(data: bytes, provider: SecretsProvider) -> Document:
+    _check_provider(provider)
     raw, text = _parse(data)
     stack: str = raw["stack"]
     entries = provider_entries_from_json(raw["providers"])
