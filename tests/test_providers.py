@@ -345,6 +345,19 @@ def test_passphrase_url_takes_settings_and_refuses_a_path() -> None:
         provider_from_url("passphrase://?colour=blue")
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "9" * 5000, "-1", "1.5"])
+def test_non_ascii_or_huge_numbers_in_a_passphrase_url_are_refused(value: str) -> None:
+    for name in ("iterations", "memory_cost", "lanes"):
+        with pytest.raises(veil.ProviderConfigError, match=name):
+            provider_from_url(f"passphrase://?{name}={value}")
+
+
+def test_non_ascii_digits_in_stored_passphrase_settings_are_refused() -> None:
+    writer = PassphraseProvider(PASSPHRASE, **FAST_ARGON2)
+    with pytest.raises(veil.ProviderConfigError, match="iterations"):
+        PassphraseProvider.from_description({**writer.describe(), "iterations": "\u00b2"})
+
+
 # --- local key file ----------------------------------------------------------------
 
 

@@ -111,7 +111,9 @@ def _unb64(text: object, what: str) -> bytes:
 
 
 def _int_param(raw: object, name: str, lo: int, hi: int) -> int:
-    if isinstance(raw, str) and raw.isdigit():
+    # ASCII digits only: str.isdigit() admits "²", which int() refuses, and a short
+    # length keeps int() clear of its digit limit.
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 20:
         raw = int(raw)
     if type(raw) is not int or not lo <= raw <= hi:
         raise ProviderConfigError(
