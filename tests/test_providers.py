@@ -361,6 +361,35 @@ def test_non_ascii_digits_in_stored_passphrase_settings_are_refused() -> None:
 # --- local key file ----------------------------------------------------------------
 
 
+def test_key_file_path_with_a_nul_is_refused() -> None:
+    with pytest.raises(veil.ProviderConfigError, match="NUL"):
+        provider_from_url("file://dev%00.key")
+
+
+def test_key_file_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "dev.key"
+    folder.mkdir(mode=0o700)
+    with pytest.raises(veil.ProviderConfigError, match="not a regular file"):
+        LocalKeyProvider(folder).wrap_key(generate_data_key(), CTX)
+
+
+def test_key_file_write_that_fails_leaves_no_partial_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "dev.key"
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(veil.ProviderConfigError, match="No space left"):
+        LocalKeyProvider(path).wrap_key(generate_data_key(), CTX)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []  # neither the key file nor a temporary one
+    LocalKeyProvider(path).wrap_key(generate_data_key(), CTX)  # a retry creates it
+    assert len(path.read_bytes().strip()) == 44
+
+
 def test_key_file_is_created_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "keys" / "dev.key"
     LocalKeyProvider(path).wrap_key(generate_data_key(), CTX)

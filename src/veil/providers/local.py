@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import stat
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -35,6 +37,19 @@ _FORMAT: Final = 1
 _AAD_PREFIX: Final = b"veil/file/v1/wrap\x00"
 
 
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
 def _fingerprint(key: bytes) -> str:
     return HKDF(hashes.SHA256(), 8, None, b"veil/file/v1/fingerprint").derive(key).hex()
 
@@ -51,6 +66,8 @@ class LocalKeyProvider(SecretsProvider):
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self._path = Path(path).expanduser()
+        if "\x00" in str(self._path):
+            raise ProviderConfigError("a key file path cannot hold a NUL character")
         self._create = create
         self._expected: str | None = None  # stored fingerprint, when opening a stack
         self._key: bytes | None = None
@@ -130,6 +147,8 @@ class LocalKeyProvider(SecretsProvider):
             raise ProviderConfigError(f"cannot open the key file {path}: {exc.strerror}") from None
         try:
             info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ProviderConfigError(f"the key file {path} is not a regular file")
             if os.name == "posix" and info.st_mode & 0o077:
                 raise KeyFilePermissionError(
                     f"the key file {path} is open to other users (mode "
@@ -160,20 +179,37 @@ class LocalKeyProvider(SecretsProvider):
         )
 
     def _create_file(self) -> bytes:
+        """Create the key file whole or not at all, never replacing an existing one.
+
+        The key is written and synced under a temporary name, then hard-linked into
+        place (which fails if the name exists), so a crash never leaves a partial key.
+        """
         key = os.urandom(KEY_SIZE)
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        path = self._path
         try:
-            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # created meanwhile by another process: use that one
-            return self._load(create=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         except OSError as exc:
             raise ProviderConfigError(
-                f"cannot create the key file {self._path}: {exc.strerror}"
+                f"cannot create the key file {path}: {exc.strerror}"
             ) from None
-        with os.fdopen(fd, "wb") as f:
-            f.write(base64.b64encode(key) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(base64.b64encode(key) + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:  # created meanwhile by another process: use that one
+                return self._load(create=False)
+        except OSError as exc:
+            raise ProviderConfigError(
+                f"cannot create the key file {path}: {exc.strerror}"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        _fsync_folder(path.parent)  # the new name must survive a power loss too
         return key
 
     # --- wrapping -----------------------------------------------------------------
