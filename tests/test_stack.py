@@ -341,6 +341,38 @@ def test_secure_value_moved_to_another_key_does_not_open(
     assert "pw-0123456789" not in str(e.value)
 
 
+def test_a_secure_value_that_does_not_open_can_be_set_again(
+    stack: Stack, backend: str, project: Path
+) -> None:
+    stack.config.set("db:password", "pw-0123456789", secret=True)
+    stack.save()
+    stack.close()
+    doc = config_doc(project)
+    doc["config"]["other:key"] = doc["config"].pop("db:password")
+    (project / "veil.dev.json").write_text(json.dumps(doc, indent=2))
+    with reopen(backend, project) as s:
+        s.config.set("other:key", "pw-new-value", secret=True)  # what the error advises
+        s.save()
+    with reopen(backend, project) as s:
+        assert s.config.value("other:key").reveal() == "pw-new-value"
+
+
+def test_config_file_nested_too_deeply_raises_config_error(
+    stack: Stack, backend: str, project: Path
+) -> None:
+    stack.close()
+    (project / "veil.dev.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        reopen(backend, project)
+
+
+def test_config_save_that_fails_raises_config_error(stack: Stack, project: Path) -> None:
+    stack.config.set("app:x", 1)
+    stack.config._path = project / "gone" / "veil.dev.json"
+    with pytest.raises(ConfigError, match="cannot write config file"):
+        stack.config.save()
+
+
 def test_secure_value_copied_from_another_stack_does_not_open(
     stack: Stack, backend: str, project: Path
 ) -> None:

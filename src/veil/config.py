@@ -99,6 +99,8 @@ class StackConfig:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         try:
             doc = json.loads(data)
+        except RecursionError:
+            raise ConfigError(f"config file {path} is nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             line = getattr(exc, "lineno", None)
             where = f" (line {line})" if line else ""
@@ -141,7 +143,12 @@ class StackConfig:
 
         if not self._dirty and self._path.exists():
             return
-        _write_atomic(self._path, self.render(), mode=0o644)
+        try:
+            _write_atomic(self._path, self.render(), mode=0o644)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write config file {self._path}: {exc.strerror or type(exc).__name__}"
+            ) from None
         self._dirty = False
 
     # --- reading ----------------------------------------------------------------------
@@ -228,7 +235,7 @@ class StackConfig:
         if secret:
             current = self._values.get(key)
             # Unchanged secure values keep their ciphertext: no churn in the committed file.
-            if isinstance(current, _Sealed) and Secret(self._open(key, current)) == Secret(plain):
+            if isinstance(current, _Sealed) and self._holds(key, current, plain):
                 return
             self._values[key] = _Sealed(self._cipher.seal(plain, _aad(self._stack, key)))
         else:
@@ -236,6 +243,15 @@ class StackConfig:
                 return
             self._values[key] = plain
         self._dirty = True
+
+    def _holds(self, key: str, sealed: _Sealed, plain: Any) -> bool:
+        """Whether ``sealed`` opens to ``plain``; a value that does not open does not
+        (setting it again is how a damaged secure value is repaired)."""
+        try:
+            current = self._open(key, sealed)
+        except DecryptionError:
+            return False
+        return Secret(current) == Secret(plain)
 
     def _resealed(self, cipher: ValueCipher) -> dict[str, Any]:
         """Every secure value sealed afresh under ``cipher``, without changing this
