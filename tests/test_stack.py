@@ -366,6 +366,12 @@ def test_config_file_nested_too_deeply_raises_config_error(
         reopen(backend, project)
 
 
+def test_create_in_a_missing_project_folder_writes_nothing(backend: str, project: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        Stack.create("dev", backend=backend, secrets_provider=fast(), project_dir=project / "no")
+    assert not store_from_url(backend).exists("dev")
+
+
 def test_config_save_that_fails_raises_config_error(stack: Stack, project: Path) -> None:
     stack.config.set("app:x", 1)
     stack.config._path = project / "gone" / "veil.dev.json"

@@ -141,6 +141,12 @@ class Stack:
         """
         store = _store(backend)
         path = config_path(project_dir, name)
+        if not path.parent.is_dir():
+            # Checked first: the state must not be written for a config that cannot be.
+            raise ConfigError(
+                f"the project folder {path.parent} does not exist; create it or pass "
+                "another project_dir"
+            )
         if store.exists(name):
             raise StackExistsError(f"stack {name!r} already exists in {store.url}; open it instead")
         if path.exists():
