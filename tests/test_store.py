@@ -233,6 +233,31 @@ def test_stale_lock_with_dead_pid_is_taken_over(store: FileStore) -> None:
         assert store.lock_info("dev") == lock.info
 
 
+def test_lock_record_with_an_impossible_pid_is_taken_over(store: FileStore) -> None:
+    path = store.root / "locks" / "dev.lock"
+    path.parent.mkdir(parents=True)
+    bogus = LockInfo(owner="bob", host=socket.gethostname(), pid=10**30, time="t", token="x")
+    path.write_bytes(bogus.to_json())
+    with store.lock("dev", owner="alice") as lock:
+        assert store.lock_info("dev") == lock.info
+
+
+def test_lock_record_nested_too_deeply_is_not_a_record(store: FileStore) -> None:
+    assert LockInfo.from_json(b"[" * 100_000 + b"]" * 100_000) is None
+
+
+def test_lock_path_that_is_a_folder_raises_state_error(store: FileStore) -> None:
+    (store.root / "locks" / "dev.lock").mkdir(parents=True)
+    with pytest.raises(StateError, match="cannot read the lock file"):
+        store.lock("dev")
+
+
+def test_state_path_that_is_a_folder_raises_state_error(store: FileStore) -> None:
+    (store.root / "stacks" / "dev.json").mkdir(parents=True)
+    with pytest.raises(StateError, match="cannot read the state of stack 'dev'"):
+        store.read("dev")
+
+
 def test_lock_of_dead_pid_on_another_host_is_not_taken_over(store: FileStore) -> None:
     path = store.root / "locks" / "dev.lock"
     path.parent.mkdir(parents=True)

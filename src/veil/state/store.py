@@ -100,7 +100,7 @@ class LockInfo:
         """Parse a lock record; None if it is not one (for example half written)."""
         try:
             raw = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return None
         if not isinstance(raw, dict):
             return None
@@ -257,7 +257,7 @@ def _pid_alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process; no such pid at all
         return False
     except PermissionError:  # exists, owned by another user
         return True
@@ -385,6 +385,11 @@ class FileStore(StateStore):
                 f"no stack {stack!r} in {self.url}; known stacks: "
                 f"{', '.join(self.list_stacks()) or '(none)'}"
             ) from None
+        except OSError as exc:
+            raise StateError(
+                f"cannot read the state of stack {stack!r} at {path}: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
 
     def exists(self, stack: str) -> bool:
         return self._state_path(stack).is_file()
@@ -504,6 +509,11 @@ class FileStore(StateStore):
             return LockInfo.from_json(path.read_bytes())
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StateError(
+                f"cannot read the lock file {path}: {exc.strerror or type(exc).__name__}; "
+                "if it is not a file, remove it"
+            ) from None
 
     def _wait_for_record(self, path: Path) -> LockInfo | None:
         """A lock file without a valid record: give its writer a moment, then judge it.
