@@ -290,6 +290,18 @@ def test_import_of_non_json_fails(dev: Path, veil_cli: Any) -> None:
     assert_one_error_line(veil_cli("-s", "dev", "stack", "import", stdin="nope"), "not JSON")
 
 
+def test_import_nested_too_deeply_fails_with_one_line(dev: Path, veil_cli: Any) -> None:
+    result = veil_cli("-s", "dev", "stack", "import", stdin="[" * 100_000 + "]" * 100_000)
+    assert_one_error_line(result, "not JSON")
+    assert "unexpected" not in result.err
+
+
+def test_backend_url_with_a_nul_fails_with_one_line(project: Path, veil_cli: Any) -> None:
+    result = veil_cli("stack", "ls", "--backend", "file://state%00x")
+    assert_one_error_line(result, "NUL")
+    assert "unexpected" not in result.err
+
+
 # --- selecting stack, backend and folder ----------------------------------------------------
 
 

@@ -293,7 +293,7 @@ def _imported_tree(data: bytes, stack: Stack) -> Any:
 
     try:
         raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise StateFormatError(
             "the import is not JSON: expected the output of 'veil stack export'"
         ) from None

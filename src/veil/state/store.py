@@ -707,6 +707,8 @@ def _file_store_from_url(url: str) -> StateStore:
     raw = urllib.parse.unquote(parsed.netloc + parsed.path)
     if not raw:
         raise StateError(f"state URL {url!r} names no folder; for example file://./.veil")
+    if "\x00" in raw:
+        raise StateError(f"state URL {url!r} holds a NUL character, which no path can")
     params = urllib.parse.parse_qs(parsed.query)
     history = DEFAULT_HISTORY_SIZE
     for key, values in params.items():
