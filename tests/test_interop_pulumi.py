@@ -853,6 +853,22 @@ def test_config_save_and_load_a_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["Pulumi.test.yaml"]
 
 
+def test_config_save_keeps_the_file_mode(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.test.yaml"
+    path.write_text(CONFIG_TEXT)
+    path.chmod(0o640)
+    config = PulumiStackConfig.load(path, CONFIG_STATE["passphrase"])
+    config.set("foo:extra", "e")
+    config.save()
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_config_save_to_a_missing_folder_raises_config_error(tmp_path: Path) -> None:
+    config = PulumiStackConfig.loads(CONFIG_TEXT, CONFIG_STATE["passphrase"])
+    with pytest.raises(veil.ConfigError, match="cannot write"):
+        config.save(tmp_path / "missing" / "Pulumi.test.yaml")
+
+
 def test_config_load_of_a_missing_file_raises_config_error(tmp_path: Path) -> None:
     with pytest.raises(veil.ConfigError):
         PulumiStackConfig.load(tmp_path / "Pulumi.none.yaml")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
+from ._files import write_atomic
 from .errors import ConfigMissingError, StateFormatError, VeilError
 from .redact import install_log_filter, redact
 from .secret import MASK, Secret
@@ -256,9 +257,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         else:
             data = _store(args.backend).read(name)
         if args.file:
-            from .state.store import _write_atomic
-
-            _write_atomic(_path(args.file), data, mode=0o600)
+            write_atomic(_path(args.file), data, mode=0o600)
         else:
             out.flush()
             sys.stdout.buffer.write(data) if out is sys.stdout else out.write(data.decode("utf-8"))

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._files import write_atomic
 from .crypto import ValueCipher
 from .errors import ConfigError, ConfigMissingError, DecryptionError, InvalidValueError
 from .output import Output
@@ -139,12 +140,10 @@ class StackConfig:
 
     def save(self) -> None:
         """Write the file atomically (only if something changed)."""
-        from .state.store import _write_atomic
-
         if not self._dirty and self._path.exists():
             return
         try:
-            _write_atomic(self._path, self.render(), mode=0o644)
+            write_atomic(self._path, self.render(), mode=0o644)
         except OSError as exc:
             raise ConfigError(
                 f"cannot write config file {self._path}: {exc.strerror or type(exc).__name__}"

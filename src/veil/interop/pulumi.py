@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import io
 import json
 import math
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -51,6 +49,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from .._files import write_atomic
 from ..errors import (
     ConfigError,
     ConfigMissingError,
@@ -1074,18 +1073,13 @@ class PulumiStackConfig:
             mode = target.stat().st_mode & 0o777
         except FileNotFoundError:
             mode = 0o644
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            write_atomic(target, data, mode, exact_mode=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write the Pulumi stack config {os.fspath(target)}: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
         self._path = target
 
     def __repr__(self) -> str:

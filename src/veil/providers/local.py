@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .._files import create_new
 from ..errors import KeyFilePermissionError, KeyUnwrapError, ProviderConfigError
 from .base import SecretsProvider, context_bytes
 
@@ -35,19 +34,6 @@ __all__ = ["LocalKeyProvider"]
 KEY_SIZE: Final = 32
 _FORMAT: Final = 1
 _AAD_PREFIX: Final = b"veil/file/v1/wrap\x00"
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
 
 
 def _fingerprint(key: bytes) -> str:
@@ -179,37 +165,19 @@ class LocalKeyProvider(SecretsProvider):
         )
 
     def _create_file(self) -> bytes:
-        """Create the key file whole or not at all, never replacing an existing one.
-
-        The key is written and synced under a temporary name, then hard-linked into
-        place (which fails if the name exists), so a crash never leaves a partial key.
-        """
+        """Create the key file whole or not at all, never replacing an existing one
+        (a crash while writing must not leave a partial key behind)."""
         key = os.urandom(KEY_SIZE)
         path = self._path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            created = create_new(path, base64.b64encode(key) + b"\n", 0o600)
         except OSError as exc:
             raise ProviderConfigError(
                 f"cannot create the key file {path}: {exc.strerror}"
             ) from None
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(base64.b64encode(key) + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:  # created meanwhile by another process: use that one
-                return self._load(create=False)
-        except OSError as exc:
-            raise ProviderConfigError(
-                f"cannot create the key file {path}: {exc.strerror}"
-            ) from None
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        _fsync_folder(path.parent)  # the new name must survive a power loss too
+        if not created:  # created meanwhile by another process: use that one
+            return self._load(create=False)
         return key
 
     # --- wrapping -----------------------------------------------------------------

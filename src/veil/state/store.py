@@ -27,6 +27,7 @@ from types import TracebackType
 
 import attrs
 
+from .._files import fsync_dir, write_atomic
 from ..errors import InvalidStackNameError, StackNotFoundError, StateError, StateLockedError
 
 __all__ = [
@@ -264,42 +265,6 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return True
-
-
-def _fsync_dir(path: Path) -> None:
-    # On POSIX a rename is durable only once its folder is synced.
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so that ``path`` holds the old or the new bytes."""
-    folder = path.parent
-    tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
 
 
 class _FileStackLock(StackLock):
@@ -610,7 +575,7 @@ class FileStore(StateStore):
         with self._writing(stack):
             self._ensure_dir(path.parent)
             self._remove_leftovers(path)
-            _write_atomic(path, bytes(data))
+            write_atomic(path, bytes(data))
             if self.history_size:
                 self._record_history(stack, path)
 
@@ -633,7 +598,7 @@ class FileStore(StateStore):
         try:
             os.link(current, target)
         except OSError:
-            _write_atomic(target, current.read_bytes())
+            write_atomic(target, current.read_bytes())
         versions.append(int(target.stem))
         for old in versions[: -self.history_size]:
             with contextlib.suppress(FileNotFoundError):
@@ -654,7 +619,7 @@ class FileStore(StateStore):
                 path.unlink()
             except FileNotFoundError:
                 raise StackNotFoundError(f"no stack {stack!r} in {self.url}") from None
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             shutil.rmtree(self._history_dir(stack), ignore_errors=True)
 
     # history
