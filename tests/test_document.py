@@ -33,11 +33,13 @@ from veil.crypto import ValueCipher
 from veil.providers import LocalKeyProvider, PassphraseProvider
 from veil.state import (
     Document,
+    ProviderEntry,
     dump_document,
     dumps,
     dumps_async,
     format_path,
     load_document,
+    load_with_stored_providers,
     loads,
 )
 
@@ -281,6 +283,33 @@ def test_a_provider_that_is_not_a_secrets_provider_is_refused(
         dumps({}, provider=provider, stack="dev", additional_providers=[bad])
     with pytest.raises(ProviderConfigError, match="SecretsProvider"):
         loads(dumps({}, provider=provider, stack="dev"), provider=bad)
+
+
+def test_load_with_stored_providers_uses_the_first_entry_that_opens(
+    provider: CountingProvider, tmp_path: Path
+) -> None:
+    gone = LocalKeyProvider(tmp_path / "gone.key")
+    data = dumps({"x": Secret("v")}, provider=gone, stack="dev", additional_providers=[provider])
+    (tmp_path / "gone.key").unlink()  # the first entry's key is lost
+    built: list[str] = []
+
+    def build(entry: ProviderEntry) -> LocalKeyProvider:
+        built.append(entry.description["path"])
+        return LocalKeyProvider.from_description(entry.description)
+
+    chosen, document = load_with_stored_providers(data, build)
+    assert built == [str(tmp_path / "gone.key"), str(provider.path)]
+    assert chosen.path == provider.path  # type: ignore[attr-defined]
+    assert document.tree["x"].reveal() == "v"
+
+
+def test_load_with_stored_providers_raises_the_first_error_if_none_opens(
+    provider: CountingProvider, tmp_path: Path
+) -> None:
+    data = dumps({"x": Secret("v")}, provider=provider, stack="dev")
+    provider.path.unlink()
+    with pytest.raises(veil.ProviderConfigError, match="does not exist"):
+        load_with_stored_providers(data, lambda e: LocalKeyProvider.from_description(e.description))
 
 
 def test_invalid_stack_name_is_refused(provider: CountingProvider) -> None:

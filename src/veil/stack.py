@@ -21,13 +21,11 @@ from .config import StackConfig, config_path
 from .crypto import ValueCipher
 from .errors import (
     ConfigError,
-    KeyUnwrapError,
     ProviderConfigError,
     StackExistsError,
     StackNotFoundError,
     StateError,
     StateFormatError,
-    VeilError,
 )
 from .output import Output
 from .providers import SecretsProvider, provider_from_description, provider_from_url
@@ -37,8 +35,8 @@ from .state.document import (
     dump_document,
     dump_document_async,
     load_document,
+    load_with_stored_providers,
     provider_entries_from_json,
-    read_header,
     unwrap_data_key,
 )
 from .state.store import DEFAULT_STATE_URL, StackLock, StateStore, store_from_url
@@ -199,7 +197,9 @@ class Stack:
         try:
             data = store.read(name)
             if provider is None:
-                chosen, document = cls._open_with_stored(data)
+                chosen, document = load_with_stored_providers(
+                    data, lambda e: provider_from_description(e.scheme, dict(e.description))
+                )
             else:
                 chosen = _provider(provider)
                 document = load_document(data, provider=chosen)
@@ -215,23 +215,6 @@ class Stack:
         return cls(
             name=name, store=store, provider=chosen, document=document, config=config, lock=held
         )
-
-    @staticmethod
-    def _open_with_stored(data: bytes) -> tuple[SecretsProvider, Document]:
-        # Checks the document's structure (StateFormatError) before any provider runs.
-        header = read_header(data)
-        failure: VeilError | None = None
-        for entry in header.providers:
-            try:
-                candidate = provider_from_description(entry.scheme, dict(entry.description))
-                return candidate, load_document(data, provider=candidate)
-            except KeyUnwrapError as exc:
-                failure = failure or exc
-            except VeilError as exc:
-                failure = failure or exc
-        if failure is None:
-            raise StateFormatError("the state names no secrets provider")
-        raise failure
 
     @staticmethod
     def _open_config(

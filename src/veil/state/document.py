@@ -73,6 +73,7 @@ __all__ = [
     "dumps_async",
     "format_path",
     "load_document",
+    "load_with_stored_providers",
     "loads",
     "provider_entries_from_json",
     "read_header",
@@ -1284,7 +1285,8 @@ def _format_error(what: str) -> StateFormatError:
     return StateFormatError(f"not a valid veil state document: {what}")
 
 
-def _parse(data: bytes) -> tuple[dict[str, Any], str]:
+def _parse(data: bytes) -> tuple[dict[str, Any], str, tuple[ProviderEntry, ...]]:
+    """The parsed document, its text and its provider entries, structure checked."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise StateFormatError(f"a state document is bytes, not {type(data).__name__}")
     try:
@@ -1335,19 +1337,7 @@ def _parse(data: bytes) -> tuple[dict[str, Any], str]:
     mac = raw["mac"]
     if type(mac) is not str or len(mac) != 64 or not set(mac) <= _HEX:
         raise _format_error("'mac' is not 64 lower-case hex digits")
-    providers = raw["providers"]
-    if type(providers) is not list or not providers:
-        raise _format_error("'providers' is not a non-empty list")
-    for entry in providers:
-        if type(entry) is not dict or set(entry) != _ENTRY_KEYS:
-            raise _format_error(
-                "a 'providers' entry needs exactly scheme, description, wrapped_key"
-            )
-        if type(entry["scheme"]) is not str or type(entry["description"]) is not dict:
-            raise _format_error("a 'providers' entry has a bad scheme or description")
-        if type(entry["wrapped_key"]) is not str:
-            raise _format_error("a 'providers' entry has a bad wrapped_key")
-    return raw, text
+    return raw, text, provider_entries_from_json(raw["providers"])
 
 
 def _tree_text(text: str, header: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
@@ -1411,12 +1401,9 @@ def read_header(data: bytes) -> DocumentHeader:
     (:class:`~veil.StateFormatError`); the MAC is not checked (it needs the key), so
     the fields are only as trustworthy as the file until the document is loaded.
     """
-    raw, _text = _parse(data)
+    raw, _text, entries = _parse(data)
     return DocumentHeader(
-        stack=raw["stack"],
-        serial=raw["serial"],
-        key_id=raw["key_id"],
-        providers=provider_entries_from_json(raw["providers"]),
+        stack=raw["stack"], serial=raw["serial"], key_id=raw["key_id"], providers=entries
     )
 
 
@@ -1578,10 +1565,47 @@ def load_document(data: bytes, *, provider: SecretsProvider) -> Document:
 
 def _load_paused(data: bytes, provider: SecretsProvider) -> Document:
     _check_provider(provider)
-    raw, text = _parse(data)
+    raw, text, entries = _parse(data)
+    data_key, entry = _unwrap(provider, entries, raw["stack"], raw["key_id"])
+    return _open_parsed(raw, text, entries, provider, data_key, entry)
+
+
+def load_with_stored_providers(
+    data: bytes, build: Callable[[ProviderEntry], SecretsProvider]
+) -> tuple[SecretsProvider, Document]:
+    """:func:`load_document` with a provider rebuilt from the document's own entries.
+
+    ``build`` makes a provider from an entry (its scheme and stored description, with
+    credentials from the environment); the entries are tried in order and the first
+    that unwraps the data key is used, so the document is parsed once. Raises the
+    first entry's error if none does.
+    """
+    with _gc_paused():
+        raw, text, entries = _parse(data)
+        failure: VeilError | None = None
+        for candidate in entries:
+            try:
+                provider = build(candidate)
+                _check_provider(provider)
+                data_key, entry = _unwrap(provider, entries, raw["stack"], raw["key_id"])
+            except VeilError as exc:
+                failure = failure or exc
+                continue
+            return provider, _open_parsed(raw, text, entries, provider, data_key, entry)
+        assert failure is not None  # entries is never empty
+        raise failure
+
+
+def _open_parsed(
+    raw: dict[str, Any],
+    text: str,
+    entries: tuple[ProviderEntry, ...],
+    provider: SecretsProvider,
+    data_key: bytes,
+    entry: ProviderEntry,
+) -> Document:
+    """The Document of a parsed file whose data key is unwrapped: MAC, then values."""
     stack: str = raw["stack"]
-    entries = provider_entries_from_json(raw["providers"])
-    data_key, entry = _unwrap(provider, entries, stack, raw["key_id"])
     cipher = ValueCipher(data_key)
     header = {k: raw[k] for k in _TOP_KEYS if k not in ("tree", "mac")}
     if not cipher.verify_mac(
