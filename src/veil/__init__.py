@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TypeVar, overload
 
+from . import providers, state
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .output import (
@@ -76,9 +77,11 @@ __all__ = [
     "deferred_output",
     "install_log_filter",
     "is_secret",
+    "providers",
     "redact",
     "reveal",
     "secret",
+    "state",
     "unsecret",
     *_errors_all,
 ]
