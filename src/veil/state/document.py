@@ -53,7 +53,7 @@ from ..errors import (
     UnknownValueError,
     VeilError,
 )
-from ..secret import Secret
+from ..secret import Secret, _collect_strings
 from .store import validate_stack_name
 
 if TYPE_CHECKING:
@@ -287,19 +287,6 @@ _REASONS: Final = {
     "jwt": "looks like a JSON Web Token",
     "url_password": "is a URL with a password",
 }
-
-
-def _collect_strings(value: Any, out: list[str], depth: int = 0) -> None:
-    if type(value) is str:
-        if len(value) >= _CONTAIN_MIN:
-            out.append(value)
-    elif depth < 64:
-        if type(value) is dict:
-            for v in value.values():
-                _collect_strings(v, out, depth + 1)
-        elif type(value) is list:
-            for v in value:
-                _collect_strings(v, out, depth + 1)
 
 
 def _strict_from_env() -> bool:
@@ -661,7 +648,7 @@ def _find_leaks(
             continue  # "true" or "null" is no secret worth matching
         equal.add(_COMPACT.encode(other))
         inner: list[str] = []
-        _collect_strings(other, inner)
+        _collect_strings(other, inner, min_len=_CONTAIN_MIN)
         equal.update(inner)
         contained.extend(inner)
     contained = list(dict.fromkeys(contained))
