@@ -474,3 +474,19 @@ def test_module_run_import_from_stdin(tmp_path: Path) -> None:
     assert imported.code == 0, imported.err
     assert "Imported 1 outputs" in imported.out
     assert _run(tmp_path, "stack", "output", "token", **env).out == "[secret]\n"
+
+
+def test_config_set_of_a_credential_shaped_plain_value_warns_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VEIL_PASSPHRASE", "cli-warn-pass")
+    monkeypatch.setenv("VEIL_STACK", "dev")
+    monkeypatch.delenv("VEIL_STRICT", raising=False)
+    assert main(["stack", "init", "dev"]) == 0
+    capsys.readouterr()
+    assert main(["config", "set", "db:url", "postgres://app:cli-pw-77@db/app"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("veil: warning: config value for 'db:url' is a URL with a password")
+    assert err.count("\n") == 1
+    assert "cli-pw-77" not in err

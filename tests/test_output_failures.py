@@ -116,3 +116,28 @@ def test_a_failed_output_raises_its_exception_when_revealed() -> None:
     failed = asyncio.run(main())
     with pytest.raises(ValueError, match="boom"):
         veil.reveal(failed)
+
+
+# --- secretness of values a function returns ----------------------------------------
+
+
+def test_apply_returning_a_secret_gives_a_secret_output_of_its_value() -> None:
+    out = Output.from_input("pw").apply(lambda v: veil.Secret(v + "!"))
+    assert veil.is_secret(out)
+    assert veil.reveal(out) == "pw!"
+
+
+def test_apply_returning_a_container_holding_a_secret_is_secret() -> None:
+    out = Output.from_input(1).apply(lambda v: {"n": v, "pw": veil.Secret("x")})
+    assert veil.is_secret(out)
+
+
+def test_apply_returning_a_container_holding_a_secret_output_is_secret() -> None:
+    out = Output.from_input(1).apply(lambda v: [v, Output.secret(2)])
+    assert veil.is_secret(out)
+
+
+def test_apply_returning_a_plain_container_stays_plain() -> None:
+    out = Output.from_input(1).apply(lambda v: [v, {"k": (2, "x")}])
+    assert not veil.is_secret(out)
+    assert veil.reveal(out) == [1, {"k": (2, "x")}]

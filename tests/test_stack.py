@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -674,3 +675,31 @@ def test_default_argon2_parameters_open_a_stack(backend: str, project: Path) -> 
     )
     with Stack.open("dev", backend=backend, provider=PassphraseProvider(passphrase=PASSPHRASE)):
         pass
+
+
+# --- plain config values shaped like credentials ----------------------------------
+
+
+def test_plain_config_value_shaped_like_a_credential_warns_without_the_value(
+    stack: Stack,
+) -> None:
+    with pytest.warns(veil.LeakWarning, match="db:url") as caught:
+        stack.config.set("db:url", "postgres://app:pw-in-url-9@db:5432/app")
+    assert "pw-in-url-9" not in str(caught[0].message)
+    assert "--secret" in str(caught[0].message)
+
+
+def test_plain_config_value_shaped_like_a_credential_is_refused_when_strict(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VEIL_STRICT", "1")
+    with pytest.raises(veil.PlaintextLeakError, match="nothing was written"):
+        stack.config.set("aws:key", {"id": "AKIAABCDEFGHIJKLMNOP"})
+    assert "aws:key" not in stack.config
+
+
+def test_secure_config_value_shaped_like_a_credential_is_fine(stack: Stack) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stack.config.set("db:url", "postgres://app:pw-in-url-9@db:5432/app", secret=True)
+        stack.config.set("app:region", "eu-west-1")

@@ -12,12 +12,13 @@ import getpass
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
 from ._files import write_atomic
-from .errors import ConfigMissingError, StateFormatError, VeilError
+from .errors import ConfigMissingError, LeakWarning, StateFormatError, VeilError
 from .redact import install_log_filter, redact
 from .secret import MASK, Secret
 from .stack import DEFAULT_SECRETS_PROVIDER, Stack, _store
@@ -316,7 +317,11 @@ def _config(args: argparse.Namespace, out: TextIO) -> int:
                     value = json.loads(raw)
                 except ValueError:
                     raise _UsageError(f"the value for {args.key!r} is not valid JSON") from None
-            config.set(args.key, Secret(value) if args.secret else value, secret=args.secret)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", LeakWarning)
+                config.set(args.key, Secret(value) if args.secret else value, secret=args.secret)
+            for warning in caught:
+                sys.stderr.write(f"veil: warning: {redact(str(warning.message))}\n")
             config.save()
             return 0
         if command == "rm":

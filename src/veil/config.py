@@ -15,15 +15,24 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ._files import write_atomic
 from .crypto import ValueCipher
-from .errors import ConfigError, ConfigMissingError, DecryptionError, InvalidValueError
+from .errors import (
+    ConfigError,
+    ConfigMissingError,
+    DecryptionError,
+    InvalidValueError,
+    LeakWarning,
+    PlaintextLeakError,
+)
 from .output import Output
-from .secret import Secret, is_secret, reveal
+from .secret import Secret, _collect_strings, is_secret, reveal
+from .state.document import credential_shape, strict_from_env
 
 __all__ = ["CONFIG_FORMAT", "StackConfig", "config_path"]
 
@@ -238,6 +247,7 @@ class StackConfig:
                 return
             self._values[key] = _Sealed(self._cipher.seal(plain, _aad(self._stack, key)))
         else:
+            self._guard(key, plain)
             if key in self._values and self._values[key] == plain:
                 return
             self._values[key] = plain
@@ -260,6 +270,24 @@ class StackConfig:
             for key, value in self._values.items()
             if isinstance(value, _Sealed)
         }
+
+    def _guard(self, key: str, plain: Any) -> None:
+        """Refuse (strict) or warn about a plain value shaped like a credential: the
+        file is committed, so it would be published."""
+        strings: list[str] = []
+        _collect_strings(plain, strings)
+        for text in strings:
+            shape = credential_shape(text)
+            if shape is None:
+                continue
+            message = (
+                f"config value for {key!r} {shape}; the config file is meant to be committed. "
+                f"Set it with secret=True ('veil config set {key} --secret') to encrypt it"
+            )
+            if strict_from_env():
+                raise PlaintextLeakError(message + "; nothing was written")
+            warnings.warn(message, LeakWarning, stacklevel=3)
+            return
 
     def _reseal(self, cipher: ValueCipher) -> None:
         """Seal every secure value afresh under ``cipher`` (after a key rotation)."""

@@ -143,6 +143,31 @@ def _isawaitable(obj: object) -> bool:
     )
 
 
+def _scan(val: Any) -> tuple[bool, bool]:
+    """Whether ``val`` holds, in nested dicts, lists or tuples, an ``Unknown`` and
+    whether it holds a ``Secret`` or a resolved secret Output (a value a function
+    returned: it stays as it is, but its secretness must not be lost)."""
+    unknown = secret = False
+    seen: set[int] = set()
+    todo: list[Any] = [val]
+    while todo:
+        v = todo.pop()
+        if type(v) in _SCALARS:
+            continue
+        if isinstance(v, Unknown):
+            unknown = True
+        elif isinstance(v, Secret):
+            secret = True
+        elif isinstance(v, Output):
+            secret = secret or (v._pending is None and v._secret)
+        elif isinstance(v, (dict, list, tuple)) and id(v) not in seen:
+            seen.add(id(v))
+            todo.extend(dict.values(v) if isinstance(v, dict) else v)
+        if unknown and secret:
+            break
+    return unknown, secret
+
+
 # --- settling machinery ------------------------------------------------------------------
 
 _queue: collections.deque[Callable[[], None]] = collections.deque()
@@ -548,8 +573,11 @@ class Output(Generic[T_co]):
             )
         if _isawaitable(result):
             return Output._from_awaitable(result)._then(lambda src: self._absorb(src._value))
-        known = not contains_unknowns(result)
-        return _make(result, known, self._secret, self._resources, False)
+        if isinstance(result, Secret):
+            inner = result.reveal()
+            return _make(inner, not contains_unknowns(inner), True, self._resources, False)
+        unknown, secret = _scan(result)
+        return _make(result, not unknown, self._secret or secret, self._resources, False)
 
     def recover(self, func: Callable[[Exception], Input[T_co]]) -> Output[T_co]:
         """This Output, or, if it failed, an Output of ``func(exception)``.

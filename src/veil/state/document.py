@@ -289,6 +289,23 @@ _REASONS: Final = {
 }
 
 
+def credential_shape(text: str) -> str | None:
+    """How ``text`` looks like a well-known credential ("looks like a GitHub token",
+    "is a URL with a password", ...), or None. The leak guard's shapes, for callers
+    that store plain text elsewhere (the config file)."""
+    if len(text) < _CREDENTIAL_MIN or not any(a in text for a in _ANCHORS):
+        return None
+    m = _CREDENTIALS.search(text)
+    if m is None or m.lastgroup is None:
+        return None
+    return _REASONS[m.lastgroup]
+
+
+def strict_from_env() -> bool:
+    """Whether ``VEIL_STRICT`` asks for leaks to be errors instead of warnings."""
+    return _strict_from_env()
+
+
 def _strict_from_env() -> bool:
     return os.environ.get(_STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
