@@ -58,8 +58,11 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return blocks
 
 
+README = DOCS.parent / "README.md"
+
+
 def doc_files() -> list[str]:
-    return sorted(p.name for p in DOCS.glob("*.md"))
+    return [*sorted(p.name for p in DOCS.glob("*.md")), "README.md"]
 
 
 def test_docs_exist() -> None:
@@ -87,11 +90,13 @@ def test_block_with_nested_shorter_fence_is_whole() -> None:
 
 @pytest.mark.parametrize("name", doc_files())
 def test_doc_examples_run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = DOCS / name
+    path = README if name == "README.md" else DOCS / name
     blocks = python_blocks(path.read_text(encoding="utf-8"))
     monkeypatch.chdir(tmp_path)
     saved = dict(os.environ)
     os.environ.pop("VEIL_PASSPHRASE", None)
+    if path == README:
+        os.environ["VEIL_PASSPHRASE"] = "readme-example"  # as its example says
     # A real module, so that dataclasses, pickle and typing can find what a doc defines.
     module = types.ModuleType(f"veil_docs_{path.stem}")
     monkeypatch.setitem(sys.modules, module.__name__, module)
