@@ -141,3 +141,37 @@ def test_apply_returning_a_plain_container_stays_plain() -> None:
     out = Output.from_input(1).apply(lambda v: [v, {"k": (2, "x")}])
     assert not veil.is_secret(out)
     assert veil.reveal(out) == [1, {"k": (2, "x")}]
+
+
+# --- threads --------------------------------------------------------------------------
+
+
+def test_outputs_chained_and_settled_on_different_threads_all_settle() -> None:
+    import threading
+
+    pairs = [veil.deferred_output() for _ in range(3000)]
+    derived: list[list[Output[int]]] = [[] for _ in pairs]
+    start = threading.Barrier(3)
+
+    def resolve(offset: int) -> None:
+        start.wait()
+        for i in range(offset, len(pairs), 2):
+            pairs[i][1](Output.from_input(i))
+
+    def chain() -> None:
+        start.wait()
+        for i, (out, _resolve) in enumerate(pairs):
+            derived[i].append(out.apply(lambda v: v + 1))
+
+    threads = [threading.Thread(target=f) for f in (lambda: resolve(0), lambda: resolve(1), chain)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    for i, outs in enumerate(derived):
+        assert [veil.reveal(o) for o in outs] == [i + 1]

@@ -170,22 +170,32 @@ def _scan(val: Any) -> tuple[bool, bool]:
 
 # --- settling machinery ------------------------------------------------------------------
 
-_queue: collections.deque[Callable[[], None]] = collections.deque()
-_draining = False
+
+class _Trampoline(threading.local):
+    """Callbacks waiting to run, per thread: a thread that settles an Output runs the
+    callbacks it caused, so none is stranded by another thread's drain ending."""
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[Callable[[], None]] = collections.deque()
+        self.draining = False
+
+
+_trampoline = _Trampoline()
 
 
 def _schedule(cb: Callable[[], None]) -> None:
     """Run ``cb`` from the trampoline: after the current callback, never nested."""
-    global _draining
-    _queue.append(cb)
-    if _draining:
+    t = _trampoline
+    t.queue.append(cb)
+    if t.draining:
         return
-    _draining = True
+    t.draining = True
     try:
-        while _queue:
-            _queue.popleft()()
+        queue = t.queue
+        while queue:
+            queue.popleft()()
     finally:
-        _draining = False
+        t.draining = False
 
 
 class _Cell:
@@ -198,6 +208,28 @@ class _Cell:
         self.waiters: list[asyncio.Future[None]] = []
         self.exc: BaseException | None = None
         self.failed = False
+
+
+# Guards the hand-over between a pending Output's state and its waiting lists, for
+# Outputs settled on one thread and awaited or chained on another.
+_cells_lock = threading.Lock()
+
+
+def _take(cell: _Cell) -> tuple[list[asyncio.Future[None]], list[Callable[[], None]]]:
+    waiters, callbacks = cell.waiters, cell.callbacks
+    cell.waiters, cell.callbacks = [], []
+    return waiters, callbacks
+
+
+def _fire(waiters: list[asyncio.Future[None]], callbacks: list[Callable[[], None]]) -> None:
+    for fut in waiters:
+        if fut.done():
+            continue  # its awaiter gave up (cancelled, timed out)
+        # A closed event loop raises RuntimeError: nobody waits there any more.
+        with contextlib.suppress(RuntimeError):
+            fut.get_loop().call_soon_threadsafe(_wake, fut)
+    for cb in callbacks:
+        _schedule(cb)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -316,46 +348,38 @@ class Output(Generic[T_co]):
     def _settle(
         self, value: Any, known: bool, secret: bool, resources: Resources, clean: bool
     ) -> None:
-        cell = self._pending
-        if cell is None or cell.failed:
-            return
-        self._value = value
-        self._known = known
-        self._secret = secret
-        self._resources = resources
-        self._clean = clean
-        self._pending = None
-        self._fire(cell)
+        with _cells_lock:
+            cell = self._pending
+            if cell is None or cell.failed:
+                return
+            self._value = value
+            self._known = known
+            self._secret = secret
+            self._resources = resources
+            self._clean = clean
+            self._pending = None
+            waiters, callbacks = _take(cell)
+        _fire(waiters, callbacks)
 
     def _fail(self, exc: BaseException) -> None:
-        cell = self._pending
-        if cell is None or cell.failed:
-            return
-        cell.failed = True
-        cell.exc = exc
-        if isinstance(exc, Exception):  # not cancellation, not an interrupt
-            _unobserved[id(cell)] = cell
-        self._fire(cell)
-
-    @staticmethod
-    def _fire(cell: _Cell) -> None:
-        for fut in cell.waiters:
-            if fut.done():
-                continue  # its awaiter gave up (cancelled, timed out)
-            # A closed event loop raises RuntimeError: nobody waits there any more.
-            with contextlib.suppress(RuntimeError):
-                fut.get_loop().call_soon_threadsafe(_wake, fut)
-        cell.waiters = []
-        callbacks, cell.callbacks = cell.callbacks, []
-        for cb in callbacks:
-            _schedule(cb)
+        with _cells_lock:
+            cell = self._pending
+            if cell is None or cell.failed:
+                return
+            cell.failed = True
+            cell.exc = exc
+            if isinstance(exc, Exception):  # not cancellation, not an interrupt
+                _unobserved[id(cell)] = cell
+            waiters, callbacks = _take(cell)
+        _fire(waiters, callbacks)
 
     def _on_settled(self, cb: Callable[[], None]) -> None:
-        cell = self._pending
-        if cell is None or cell.failed:
-            _schedule(cb)
-        else:
-            cell.callbacks.append(cb)
+        with _cells_lock:
+            cell = self._pending
+            if cell is not None and not cell.failed:
+                cell.callbacks.append(cb)
+                return
+        _schedule(cb)
 
     def _follow(self, src: Output[Any]) -> None:
         """Settle this pending Output with ``src``'s data, now or when it settles."""
@@ -367,7 +391,7 @@ class Output(Generic[T_co]):
             _observe(cell)
             self._fail(cell.exc)
         else:
-            cell.callbacks.append(lambda: self._follow(src))
+            src._on_settled(lambda: self._follow(src))
 
     def _then(self, fn: Callable[[Output[Any]], Output[Any]]) -> Output[Any]:
         """A pending Output that becomes ``fn(self)`` once this one is resolved.
@@ -442,9 +466,12 @@ class Output(Generic[T_co]):
 
             loop = asyncio.get_running_loop()
             _start_unstarted(loop)
-            if not cell.failed:
-                fut: asyncio.Future[None] = loop.create_future()
-                cell.waiters.append(fut)
+            fut: asyncio.Future[None] = loop.create_future()
+            with _cells_lock:
+                waiting = self._pending is cell and not cell.failed
+                if waiting:
+                    cell.waiters.append(fut)
+            if waiting:
                 await fut
             if cell.failed:
                 assert cell.exc is not None
