@@ -2,7 +2,7 @@
 
 Mark a value secret and everything derived from it stays secret; write state and
 config with every secret-marked value encrypted, and only those; take the keys from
-pluggable providers. See https://github.com/veil-iac/veil#readme and ``docs/``.
+pluggable providers. See the README and ``docs/``.
 """
 
 from __future__ import annotations

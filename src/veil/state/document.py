@@ -33,9 +33,7 @@ from itertools import accumulate, compress
 from json.encoder import encode_basestring_ascii as _enc_str
 from math import isfinite as _isfinite
 from operator import add, itemgetter
-from typing import TYPE_CHECKING, Any, Final, NoReturn
-
-import attrs
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from ..crypto import DATA_KEY_SIZE, ValueCipher, generate_data_key, key_id
 from ..errors import (
@@ -328,13 +326,12 @@ def _normalise_allow(
 # --- documents -----------------------------------------------------------------------------
 
 
-@attrs.frozen
-class ProviderEntry:
+class ProviderEntry(NamedTuple):
     """One provider's copy of the data key, as stored in a document."""
 
     scheme: str
     description: Mapping[str, Any]
-    wrapped_key: bytes = attrs.field(repr=False)
+    wrapped_key: bytes
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -343,9 +340,11 @@ class ProviderEntry:
             "wrapped_key": base64.b64encode(self.wrapped_key).decode("ascii"),
         }
 
+    def __repr__(self) -> str:
+        return f"ProviderEntry(scheme={self.scheme!r}, description={self.description!r})"
 
-@attrs.frozen
-class DocumentHeader:
+
+class DocumentHeader(NamedTuple):
     """The clear fields of a state document, read without any key (:func:`read_header`)."""
 
     stack: str
@@ -354,7 +353,6 @@ class DocumentHeader:
     providers: tuple[ProviderEntry, ...]
 
 
-@attrs.frozen(eq=False)
 class Document:
     """A state document in memory: what :func:`load_document` read or
     :func:`dump_document` wrote.
@@ -366,26 +364,76 @@ class Document:
 
     Pass it as ``previous`` to the next save of the stack: the data key is reused
     (no provider call) and unchanged secrets keep their ciphertexts. It holds the data
-    key and plaintexts in memory; its ``repr`` shows neither, and it cannot be pickled.
+    key and plaintexts in memory; its ``repr`` shows neither, it cannot be pickled, and
+    it is immutable.
     """
+
+    __slots__ = (
+        "_cipher",
+        "_data_key",
+        "_opened_by",
+        "_sealed",
+        "_tree_box",
+        "_tree_text",
+        "key_id",
+        "providers",
+        "serial",
+        "stack",
+    )
 
     stack: str
     serial: int
     key_id: str
     providers: tuple[ProviderEntry, ...]
-    _data_key: bytes = attrs.field(repr=False, alias="data_key")
-    _cipher: ValueCipher = attrs.field(repr=False, alias="cipher")
+    _data_key: bytes
+    _cipher: ValueCipher
     # aad -> (plaintext: the string itself, or the canonical bytes of another value;
     # sealed value): what lets a re-save keep ciphertexts.
-    _sealed: Mapping[str, tuple[str | bytes, str]] = attrs.field(repr=False, alias="sealed")
+    _sealed: Mapping[str, tuple[str | bytes, str]]
     # The canonical text of the stored tree (markers in place of secrets), from which
     # the tree is built on first use; None when the tree is already built.
-    _tree_text: str | None = attrs.field(repr=False, alias="tree_text")
+    _tree_text: str | None
     # Providers this document was opened or written with, and the entry each used.
-    _opened_by: tuple[tuple[object, ProviderEntry], ...] = attrs.field(
-        repr=False, alias="opened_by"
-    )
-    _tree_box: list[Any] = attrs.field(repr=False, alias="tree_box", factory=list)
+    _opened_by: tuple[tuple[object, ProviderEntry], ...]
+    _tree_box: list[Any]
+
+    def __init__(
+        self,
+        *,
+        stack: str,
+        serial: int,
+        key_id: str,
+        providers: tuple[ProviderEntry, ...],
+        data_key: bytes,
+        cipher: ValueCipher,
+        sealed: Mapping[str, tuple[str | bytes, str]],
+        tree_text: str | None,
+        opened_by: tuple[tuple[object, ProviderEntry], ...],
+        tree_box: list[Any] | None = None,
+    ) -> None:
+        init = object.__setattr__
+        init(self, "stack", stack)
+        init(self, "serial", serial)
+        init(self, "key_id", key_id)
+        init(self, "providers", providers)
+        init(self, "_data_key", data_key)
+        init(self, "_cipher", cipher)
+        init(self, "_sealed", sealed)
+        init(self, "_tree_text", tree_text)
+        init(self, "_opened_by", opened_by)
+        init(self, "_tree_box", [] if tree_box is None else tree_box)
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError("a Document is immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("a Document is immutable")
+
+    def __repr__(self) -> str:
+        return (
+            f"Document(stack={self.stack!r}, serial={self.serial!r}, "
+            f"key_id={self.key_id!r}, providers={self.providers!r})"
+        )
 
     @property
     def tree(self) -> Any:

@@ -18,14 +18,11 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-
-import attrs
+from typing import NamedTuple
 
 from .._files import fsync_dir, write_atomic
 from ..errors import InvalidStackNameError, StackNotFoundError, StateError, StateLockedError
@@ -70,15 +67,20 @@ def validate_stack_name(stack: object) -> str:
     return stack
 
 
-@attrs.frozen
-class LockInfo:
+class LockInfo(NamedTuple):
     """Who holds a stack's lock: what a :class:`StateLockedError` message reports."""
 
     owner: str
     host: str
     pid: int
     time: str  # ISO 8601, UTC
-    token: str = attrs.field(default="", repr=False)  # tells two holders apart
+    token: str = ""  # tells two holders apart
+
+    def __repr__(self) -> str:
+        return (
+            f"LockInfo(owner={self.owner!r}, host={self.host!r}, pid={self.pid!r}, "
+            f"time={self.time!r})"
+        )
 
     def describe(self) -> str:
         """A one-line human description of the holder."""
@@ -123,15 +125,14 @@ class LockInfo:
         """A record for this process, now."""
         return cls(
             owner=owner if owner is not None else _default_owner(),
-            host=socket.gethostname(),
+            host=_hostname(),
             pid=os.getpid(),
             time=_now(),
             token=secrets.token_hex(16),
         )
 
 
-@attrs.frozen
-class HistoryEntry:
+class HistoryEntry(NamedTuple):
     """One kept version of a stack. ``version`` grows by one on every write."""
 
     stack: str
@@ -251,6 +252,12 @@ def _default_owner() -> str:
         return getpass.getuser()
     except Exception:  # no user name in this environment (containers)
         return "unknown"
+
+
+def _hostname() -> str:
+    import socket  # here: only locks need it, and it costs at import time
+
+    return socket.gethostname()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -402,7 +409,7 @@ class FileStore(StateStore):
                 holder = self._wait_for_record(path)
                 if holder is None:
                     continue
-            if holder.host == socket.gethostname() and not _pid_alive(holder.pid):
+            if holder.host == _hostname() and not _pid_alive(holder.pid):
                 self._take_over_stale(path, holder)
                 continue
             raise self._locked_error(stack, holder)
@@ -667,6 +674,8 @@ def register_store_scheme(scheme: str, factory: Callable[[str], StateStore]) -> 
 
 
 def _file_store_from_url(url: str) -> StateStore:
+    import urllib.parse  # here: only URLs need it, and it costs at import time
+
     parsed = urllib.parse.urlsplit(url)
     # "file://./x" and "file://x" put "." or "x" in netloc: keep it as part of the path.
     raw = urllib.parse.unquote(parsed.netloc + parsed.path)
