@@ -602,6 +602,9 @@ class _Sealer:
         return stored
 
     def sequence(self, s: Sequence[Any], pws: str) -> Any:
+        # The loop of `mapping`, written out again on purpose: these two loops are the
+        # walk every save makes over every member, and a shared helper call per
+        # member would cost more than the rest of the loop.
         out: list[Any] | None = None
         strings_append = self.strings_append
         for i, v in enumerate(s):
