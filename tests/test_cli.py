@@ -490,3 +490,20 @@ def test_config_set_of_a_credential_shaped_plain_value_warns_on_one_line(
     assert err.startswith("veil: warning: config value for 'db:url' is a URL with a password")
     assert err.count("\n") == 1
     assert "cli-pw-77" not in err
+
+
+def test_config_set_secret_on_the_command_line_warns_about_shell_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VEIL_PASSPHRASE", "cli-history-pass")
+    monkeypatch.setenv("VEIL_STACK", "dev")
+    assert main(["stack", "init", "dev"]) == 0
+    capsys.readouterr()
+    assert main(["config", "set", "db:pw", "typed-in-argv-1", "--secret"]) == 0
+    err = capsys.readouterr().err
+    assert "stays in the shell's history" in err
+    assert "typed-in-argv-1" not in err
+    monkeypatch.setattr("sys.stdin", io.StringIO("piped-secret-2\n"))
+    assert main(["config", "set", "db:pw2", "--secret"]) == 0
+    assert capsys.readouterr().err == ""

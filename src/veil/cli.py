@@ -323,6 +323,11 @@ def _config(args: argparse.Namespace, out: TextIO) -> int:
             for warning in caught:
                 sys.stderr.write(f"veil: warning: {redact(str(warning.message))}\n")
             config.save()
+            if args.secret and args.value is not None:
+                sys.stderr.write(
+                    "veil: warning: a secret given on the command line stays in the shell's "
+                    "history; omit VALUE to type it or pipe it on stdin\n"
+                )
             return 0
         if command == "rm":
             config.remove(args.key)
