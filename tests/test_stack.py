@@ -703,3 +703,25 @@ def test_secure_config_value_shaped_like_a_credential_is_fine(stack: Stack) -> N
         warnings.simplefilter("error")
         stack.config.set("db:url", "postgres://app:pw-in-url-9@db:5432/app", secret=True)
         stack.config.set("app:region", "eu-west-1")
+
+
+def test_save_without_config_changes_does_not_rewrite_the_config_file(
+    stack: Stack, project: Path
+) -> None:
+    stack.config.set("app:region", "eu-west-1")
+    stack.save()
+    path = project / "veil.dev.json"
+    before = path.stat().st_mtime_ns, path.stat().st_ino
+    stack.export("n", 1)
+    stack.save()
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == before
+
+
+def test_config_value_nested_too_deeply_is_a_typed_error(stack: Stack) -> None:
+    deep: list[Any] = []
+    cur = deep
+    for _ in range(5000):
+        cur.append([])
+        cur = cur[0]
+    with pytest.raises(veil.InvalidValueError, match="nested too deeply"):
+        stack.config.set("deep", deep)

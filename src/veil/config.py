@@ -14,7 +14,6 @@ return secret Outputs for it too.
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -52,9 +51,10 @@ def _aad(stack: str, key: str) -> bytes:
 def _check_json(value: Any, key: str) -> None:
     try:
         json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise InvalidValueError(
-            f"config value for {key!r} is not JSON data (str, number, bool, None, list, dict)"
+            f"config value for {key!r} is not JSON data (str, finite number, bool, None, "
+            "list, dict; not cyclic or nested too deeply)"
         ) from None
 
 
@@ -237,9 +237,7 @@ class StackConfig:
         if isinstance(value, Secret) or (isinstance(value, Output) and is_secret(value)):
             secret = True
         plain = reveal(value)
-        if isinstance(plain, float) and not math.isfinite(plain):
-            raise InvalidValueError(f"config value for {key!r} must be a finite number")
-        _check_json(plain, key)
+        _check_json(plain, key)  # NaN and infinities included: JSON has none
         if secret:
             current = self._values.get(key)
             # Unchanged secure values keep their ciphertext: no churn in the committed file.
@@ -289,12 +287,18 @@ class StackConfig:
             warnings.warn(message, LeakWarning, stacklevel=3)
             return
 
-    def _reseal(self, cipher: ValueCipher) -> None:
-        """Seal every secure value afresh under ``cipher`` (after a key rotation)."""
-        resealed = self._resealed(cipher)
+    def _adopt(
+        self, cipher: ValueCipher, keyring: Mapping[str, Any], resealed: Mapping[str, Any]
+    ) -> None:
+        """Take the stack's key after a save: its cipher, its keyring and the secure
+        values :meth:`_resealed` made for it (none when the key did not change)."""
         self._cipher = cipher
-        self._values.update(resealed)
-        self._dirty = True
+        if resealed:
+            self._values.update(resealed)
+            self._dirty = True
+        if dict(keyring) != self._keyring:
+            self._keyring = dict(keyring)
+            self._dirty = True
 
     def remove(self, key: str) -> None:
         """Remove ``key``; :class:`veil.ConfigMissingError` if it is not set."""

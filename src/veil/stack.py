@@ -12,6 +12,7 @@ opens on its own; opening a stack unwraps the key once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -49,8 +50,6 @@ DEFAULT_SECRETS_PROVIDER = "passphrase://"
 def _store(backend: str | StateStore | None) -> StateStore:
     if isinstance(backend, StateStore):
         return backend
-    import os
-
     return store_from_url(backend or os.environ.get("VEIL_BACKEND_URL") or DEFAULT_STATE_URL)
 
 
@@ -79,12 +78,7 @@ def _keyring(document: Document) -> dict[str, Any]:
     return {
         "key_id": document.key_id,
         "providers": [
-            {
-                "scheme": e.scheme,
-                "description": _sorted(e.description),
-                "wrapped_key": e.to_json()["wrapped_key"],
-            }
-            for e in document.providers
+            {**e.to_json(), "description": _sorted(e.description)} for e in document.providers
         ],
     }
 
@@ -313,13 +307,10 @@ class Stack:
         rotated = document.key_id != self._document.key_id
         # Reseal before writing the state: a secure value that does not open fails the
         # save with nothing written, rather than after the state moved to a new key.
-        resealed = self._config._resealed(document.cipher) if rotated else None
+        resealed = self._config._resealed(document.cipher) if rotated else {}
         self._store.write(self._name, data)
-        if resealed is not None:
-            self._config._cipher = document.cipher
-            self._config._values.update(resealed)
-        self._config._keyring = _keyring(document)
-        self._config._dirty = True
+        # The config file is written only when its keyring or secure values changed.
+        self._config._adopt(document.cipher, _keyring(document), resealed)
         self._config.save()
         self._document = document
         self._rotate = False
