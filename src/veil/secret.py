@@ -187,7 +187,7 @@ def known_plaintexts() -> tuple[int, frozenset[str]]:
     """The version counter and a snapshot of the secret strings seen so far.
 
     The counter changes whenever the set grows, so a consumer can cache work derived
-    from the snapshot (the log filter compiles one pattern per version).
+    from the snapshot (the log filter rebuilds its index once per version).
     """
     with _remembered_lock:
         return _remembered_version, frozenset(_remembered)

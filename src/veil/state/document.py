@@ -138,10 +138,6 @@ def _aad_of(stack: str, path: Sequence[str | int]) -> str:
     return json.dumps([stack, list(path)], separators=(",", ":"))
 
 
-def _enc_key(key: str | int) -> str:
-    return _enc_str(key) if type(key) is str else str(key)
-
-
 # --- values --------------------------------------------------------------------------------
 
 
@@ -461,11 +457,6 @@ class Document:
         from ..errors import SecretPickleError
 
         raise SecretPickleError("a Document holds a data key and plaintexts; it cannot be pickled")
-
-
-def _plain_key(value: Any) -> str | bytes:
-    """What a re-save compares: a string itself, or the canonical bytes of a value."""
-    return value if type(value) is str else _canonical_plain(value)
 
 
 def _same(a: str | bytes, b: str | bytes) -> bool:
