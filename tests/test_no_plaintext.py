@@ -539,3 +539,11 @@ def test_exception_in_json_dumps_default_on_a_secret_does_not_show_it() -> None:
 def test_exception_in_apply_on_a_plain_value_is_untouched() -> None:
     with pytest.raises(ValueError, match="'not-a-number'"):
         Output.from_input("not-a-number").apply(int)
+
+
+def test_redact_masks_secrets_that_share_a_prefix_longest_first() -> None:
+    for i in range(2000):
+        veil.Secret(f"tok_shared_prefix_{i:05d}")
+    veil.Secret("tok_shared_prefix_00042_and_more")
+    line = "a tok_shared_prefix_00042_and_more b tok_shared_prefix_01999 c tok_shared_prefix_9"
+    assert veil.redact(line) == "a [secret] b [secret] c tok_shared_prefix_9"

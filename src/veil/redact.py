@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from .secret import _MIN_REMEMBERED, MASK, known_plaintexts
+from .secret import _MIN_REMEMBERED, MASK, known_plaintexts, plaintexts_version
 
 __all__ = ["SecretRedactingFilter", "install_log_filter", "redact"]
 
@@ -22,17 +22,21 @@ _PREFIX = _MIN_REMEMBERED
 
 
 class _Index:
-    """Secrets by their first characters: a scan costs O(text length), whatever the
-    number of secrets."""
+    """Secrets by their first characters, with the lengths found under each prefix.
+
+    A scan checks, at each position whose first characters start some secret, one set
+    lookup per distinct length under that prefix: O(text length x distinct lengths),
+    however many secrets share a prefix (tokens often do: ``tok_...``, ``sk_live_...``).
+    """
 
     def __init__(self, version: int, secrets: frozenset[str]) -> None:
         self.version = version
-        by_prefix: dict[str, list[str]] = {}
+        self.secrets = secrets
+        lengths: dict[str, set[int]] = {}
         for s in secrets:
-            by_prefix.setdefault(s[:_PREFIX], []).append(s)
-        for candidates in by_prefix.values():
-            candidates.sort(key=len, reverse=True)  # longest match wins
-        self.by_prefix = by_prefix
+            lengths.setdefault(s[:_PREFIX], set()).add(len(s))
+        # Longest first: the longest match wins.
+        self.by_prefix = {p: sorted(ls, reverse=True) for p, ls in lengths.items()}
 
 
 _index = _Index(-1, frozenset())
@@ -41,9 +45,11 @@ _index_lock = threading.Lock()
 
 def _current() -> _Index:
     global _index
-    version, secrets = known_plaintexts()
-    if version != _index.version:
+    # The snapshot copies every known secret: taken only when the set has grown, not
+    # for every log record.
+    if plaintexts_version() != _index.version:
         with _index_lock:
+            version, secrets = known_plaintexts()
             if version != _index.version:
                 _index = _Index(version, secrets)
     return _index
@@ -51,7 +57,8 @@ def _current() -> _Index:
 
 def redact(text: str) -> str:
     """``text`` with the plaintext of every known secret replaced by ``[secret]``."""
-    by_prefix = _current().by_prefix
+    index = _current()
+    by_prefix = index.by_prefix
     if not by_prefix or len(text) < _PREFIX:
         return text
     parts: list[str] = []
@@ -59,14 +66,15 @@ def redact(text: str) -> str:
     i = 0
     end = len(text) - _PREFIX
     get = by_prefix.get
+    secrets = index.secrets
     while i <= end:
-        candidates = get(text[i : i + _PREFIX])
-        if candidates:
-            for s in candidates:
-                if text.startswith(s, i):
+        lengths = get(text[i : i + _PREFIX])
+        if lengths:
+            for n in lengths:
+                if text[i : i + n] in secrets:
                     parts.append(text[last:i])
                     parts.append(MASK)
-                    i += len(s)
+                    i += n
                     last = i
                     break
             else:

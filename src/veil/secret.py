@@ -183,6 +183,12 @@ def scrub_exception(exc: BaseException, value: object) -> None:
                 todo.append(linked)
 
 
+def plaintexts_version() -> int:
+    """A counter that changes whenever :func:`known_plaintexts` would return more;
+    reading it copies nothing."""
+    return _remembered_version
+
+
 def known_plaintexts() -> tuple[int, frozenset[str]]:
     """The version counter and a snapshot of the secret strings seen so far.
 
