@@ -14,6 +14,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
@@ -258,13 +259,16 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         else:
             data = _store(args.backend).read(name)
         if args.file:
-            write_atomic(_path(args.file), data, mode=0o600)
+            write_atomic(Path(args.file), data, mode=0o600)
         else:
             out.flush()
-            sys.stdout.buffer.write(data) if out is sys.stdout else out.write(data.decode("utf-8"))
+            if out is sys.stdout:
+                sys.stdout.buffer.write(data)
+            else:
+                out.write(data.decode("utf-8"))
         return 0
     if group == "stack" and command == "import":
-        data = _path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
+        data = Path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
         with _open(args, lock=True) as stack:
             tree = _imported_tree(data, stack)
             imported = tree.get("outputs") if isinstance(tree, dict) else None
@@ -280,12 +284,6 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if group == "config":
         return _config(args, out)
     raise _UsageError(f"unknown command {group} {command}")
-
-
-def _path(name: str) -> Any:
-    from pathlib import Path
-
-    return Path(name)
 
 
 def _imported_tree(data: bytes, stack: Stack) -> Any:
