@@ -30,11 +30,13 @@ from ..errors import InvalidStackNameError, StackNotFoundError, StateError, Stat
 __all__ = [
     "DEFAULT_HISTORY_SIZE",
     "DEFAULT_STATE_URL",
+    "STORE_ENTRY_POINT_GROUP",
     "FileStore",
     "HistoryEntry",
     "LockInfo",
     "StackLock",
     "StateStore",
+    "known_store_schemes",
     "register_store_scheme",
     "store_from_url",
     "validate_stack_name",
@@ -698,20 +700,88 @@ def _file_store_from_url(url: str) -> StateStore:
 register_store_scheme("file", _file_store_from_url)
 
 
+STORE_ENTRY_POINT_GROUP = "veil.state_stores"
+"""Entry-point group of third-party stores: name = URL scheme, value = ``"module:factory"``
+where ``factory(url) -> StateStore`` (a :class:`StateStore` subclass with a ``from_url``
+classmethod works too)."""
+
+# Built-in stores whose client library is an optional extra: imported on first use, so
+# ``import veil`` imports no cloud SDK. Each class has a ``from_url(url)`` classmethod.
+_BUILTIN_STORES: dict[str, str] = {
+    "s3": "veil.state.s3:S3Store",
+    "postgres": "veil.state.postgres:PostgresStore",
+    "postgresql": "veil.state.postgres:PostgresStore",
+    "gs": "veil.state.gcs:GcsStore",
+    "azblob": "veil.state.azblob:AzureBlobStore",
+}
+
+
+def _load_factory(target: str, where: str) -> Callable[[str], StateStore]:
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    obj: object = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if isinstance(obj, type) and issubclass(obj, StateStore):
+        from_url = getattr(obj, "from_url", None)
+        if not callable(from_url):
+            raise StateError(f"{where}: {obj.__name__} has no from_url(url) classmethod")
+        return from_url  # type: ignore[no-any-return]
+    if not callable(obj):
+        raise StateError(f"{where} is neither a StateStore subclass nor a callable")
+    return obj
+
+
+def _entry_point_factory(scheme: str) -> Callable[[str], StateStore] | None:
+    from importlib import metadata  # costs at import time; only unknown schemes need it
+
+    for ep in metadata.entry_points(group=STORE_ENTRY_POINT_GROUP):
+        if ep.name.lower() == scheme:
+            where = f"entry point '{ep.name} = {ep.value}' (group {STORE_ENTRY_POINT_GROUP})"
+            try:
+                return _load_factory(ep.value, where)
+            except StateError:
+                raise
+            except Exception as exc:
+                raise StateError(f"cannot load {where}: {type(exc).__name__}: {exc}") from None
+    return None
+
+
+def known_store_schemes() -> list[str]:
+    """Every scheme :func:`store_from_url` accepts, sorted."""
+    from importlib import metadata
+
+    names = set(_SCHEMES) | set(_BUILTIN_STORES)
+    names.update(ep.name.lower() for ep in metadata.entry_points(group=STORE_ENTRY_POINT_GROUP))
+    return sorted(names)
+
+
 def store_from_url(url: str = DEFAULT_STATE_URL) -> StateStore:
     """The store a URL names.
 
     ``file://PATH`` is a :class:`FileStore`; a relative PATH (``file://./.veil``,
     ``file://state``) is taken relative to the current directory, ``file:///abs``
     is absolute, ``~`` is expanded. ``?history=N`` sets how many versions are kept.
-    A plain path without a scheme means ``file://`` too.
+    A plain path without a scheme means ``file://`` too. ``s3://``, ``postgres://``,
+    ``gs://`` and ``azblob://`` need their extras (``pip install 'veil[aws]'``, ...);
+    other schemes come from :func:`register_store_scheme` or the ``veil.state_stores``
+    entry-point group.
     """
+    if not isinstance(url, str):
+        raise StateError(f"a state URL is a str such as 'file://./.veil', not {type(url).__name__}")
     if "://" not in url:
         return _file_store_from_url("file://" + url)
     scheme = url.split("://", 1)[0].lower()
     factory = _SCHEMES.get(scheme)
+    if factory is None and scheme in _BUILTIN_STORES:
+        factory = _load_factory(_BUILTIN_STORES[scheme], f"the built-in store for {scheme}://")
+    if factory is None:
+        factory = _entry_point_factory(scheme)
     if factory is None:
         raise StateError(
-            f"no state store for URL scheme {scheme!r}; known: {', '.join(sorted(_SCHEMES))}"
+            f"no state store for URL scheme {scheme!r}; known: "
+            f"{', '.join(known_store_schemes())}. Third-party stores register under the "
+            f"entry-point group '{STORE_ENTRY_POINT_GROUP}'."
         )
     return factory(url)
