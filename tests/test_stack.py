@@ -725,3 +725,21 @@ def test_config_value_nested_too_deeply_is_a_typed_error(stack: Stack) -> None:
         cur = cur[0]
     with pytest.raises(veil.InvalidValueError, match="nested too deeply"):
         stack.config.set("deep", deep)
+
+
+def _nested(levels: int) -> list[Any]:
+    deep: list[Any] = []
+    cur = deep
+    for _ in range(levels - 1):
+        cur.append([])
+        cur = cur[0]
+    return deep
+
+
+def test_config_depth_limit_is_the_same_on_every_python(stack: Stack) -> None:
+    from veil.config import MAX_CONFIG_DEPTH
+
+    stack.config.set("ok", _nested(MAX_CONFIG_DEPTH))
+    assert stack.config.require("ok").apply(lambda v: v) is not None
+    with pytest.raises(veil.InvalidValueError, match=f"more than {MAX_CONFIG_DEPTH} levels"):
+        stack.config.set("deep", _nested(MAX_CONFIG_DEPTH + 1))

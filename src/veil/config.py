@@ -48,7 +48,34 @@ def _aad(stack: str, key: str) -> bytes:
     return json.dumps([CONFIG_FORMAT, stack, key], ensure_ascii=True).encode("ascii")
 
 
+MAX_CONFIG_DEPTH = 64
+"""How deeply a config value may nest lists and dicts. An explicit limit: the
+interpreter's recursion limit differs between Python versions (3.13's JSON encoder
+goes far deeper than 3.12's), and a config file must open the same everywhere."""
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)):
+            if depth >= limit:
+                return True
+            seen += 1
+            if seen > 1_000_000:  # a cycle: json.dumps names it below
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _check_json(value: Any, key: str) -> None:
+    if _depth_exceeds(value, MAX_CONFIG_DEPTH):
+        raise InvalidValueError(
+            f"config value for {key!r} is nested too deeply (more than {MAX_CONFIG_DEPTH} "
+            "levels of lists and dicts)"
+        )
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
