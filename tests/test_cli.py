@@ -465,7 +465,7 @@ def test_module_run_import_from_stdin(tmp_path: Path) -> None:
         "dev",
         backend=f"file://{tmp_path / 'state'}",
         project_dir=tmp_path,
-        provider=PassphraseProvider(passphrase=PASSPHRASE),
+        secrets_provider=PassphraseProvider(passphrase=PASSPHRASE),
     ) as stack:
         stack.export("token", Secret(TOKEN))
         stack.save()

@@ -63,7 +63,7 @@ def stack(backend: str, project: Path) -> Iterator[Stack]:
 
 
 def reopen(backend: str, project: Path, **kwargs: Any) -> Stack:
-    kwargs.setdefault("provider", fast())
+    kwargs.setdefault("secrets_provider", fast())
     return Stack.open("dev", backend=backend, project_dir=project, **kwargs)
 
 
@@ -116,7 +116,7 @@ def test_create_refuses_an_existing_config_file(backend: str, project: Path) -> 
 
 def test_open_an_unknown_stack_raises_stack_not_found(backend: str) -> None:
     with pytest.raises(StackNotFoundError, match=r"no stack 'nope'.*veil stack init nope"):
-        Stack.open("nope", backend=backend, provider=fast())
+        Stack.open("nope", backend=backend, secrets_provider=fast())
 
 
 def test_open_without_provider_takes_passphrase_from_environment(
@@ -148,7 +148,9 @@ def test_open_with_instance_takes_salt_and_kdf_from_the_stored_description(
     stack.close()
     # Default (slow) parameters on the instance: the stored low ones must win, or the
     # derived key would differ and the passphrase be reported wrong.
-    with Stack.open("dev", backend=backend, provider=PassphraseProvider(passphrase=PASSPHRASE)):
+    with Stack.open(
+        "dev", backend=backend, secrets_provider=PassphraseProvider(passphrase=PASSPHRASE)
+    ):
         pass
 
 
@@ -167,7 +169,7 @@ def test_wrong_passphrase_raises_and_writes_nothing(
     else:
         monkeypatch.setenv("VEIL_PASSPHRASE", "not the passphrase")
     with pytest.raises(IncorrectPassphraseError, match="Nothing was written"):
-        Stack.open("dev", backend=backend, provider=provider)
+        Stack.open("dev", backend=backend, secrets_provider=provider)
     assert snapshot(project) == before
     # The failed open left no lock behind.
     reopen(backend, project).close()
@@ -392,7 +394,7 @@ def test_secure_value_copied_from_another_stack_does_not_open(
     doc["config"]["db:password"] = config_doc(project)["config"]["db:password"]
     (project / "veil.prod.json").write_text(json.dumps(doc, indent=2))
     with (
-        Stack.open("prod", backend=backend, provider=fast()) as prod,
+        Stack.open("prod", backend=backend, secrets_provider=fast()) as prod,
         pytest.raises(DecryptionError, match="stack 'prod' does not open"),
     ):
         prod.config.require_secret("db:password")
@@ -589,7 +591,7 @@ def test_rotate_key_reseals_config_and_state(stack: Stack, backend: str, project
     new_state = state_bytes(project)
     new_config = (project / "veil.dev.json").read_bytes()
     assert json.loads(new_state)["key_id"] != old_state["key_id"]
-    assert json.loads(new_config)["keyring"]["key_id"] == json.loads(new_state)["key_id"]
+    assert json.loads(new_config)["protection"]["key_id"] == json.loads(new_state)["key_id"]
     for token in old_tokens:
         assert token.encode() not in new_state
         assert token.encode() not in new_config
@@ -620,16 +622,16 @@ def test_change_secrets_provider_to_a_key_file(
     stack.close()
     assert key_file.is_file()
 
-    with reopen(backend, project, provider=LocalKeyProvider(key_file)) as s:
+    with reopen(backend, project, secrets_provider=LocalKeyProvider(key_file)) as s:
         assert s.outputs["token"] == Secret("tok-abc-123")
         assert veil.reveal(s.config.require_secret("db:password")) == "pw-0123456789"
     with pytest.raises(KeyUnwrapError, match="written for: file"):
-        reopen(backend, project, provider=fast())
+        reopen(backend, project, secrets_provider=fast())
     # Without a provider it is rebuilt from the stored description (the key file path).
     monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
     with Stack.open("dev", backend=backend) as s:
         assert isinstance(s.provider, LocalKeyProvider)
-    schemes = [p["scheme"] for p in config_doc(project)["keyring"]["providers"]]
+    schemes = [p["scheme"] for p in config_doc(project)["protection"]["recipients"]]
     assert schemes == ["file"]
 
 
@@ -642,7 +644,7 @@ def test_change_secrets_provider_keeping_the_old_one(
     stack.save()
     stack.close()
     for provider in (LocalKeyProvider(key_file), fast()):
-        with reopen(backend, project, provider=provider) as s:
+        with reopen(backend, project, secrets_provider=provider) as s:
             assert s.outputs["token"] == Secret("tok-abc-123")
 
 
@@ -657,7 +659,7 @@ def test_change_secrets_provider_with_rotation_gives_a_new_key(
     stack.save()
     stack.close()
     assert json.loads(state_bytes(project))["key_id"] != old
-    with reopen(backend, project, provider=LocalKeyProvider(key_file)) as s:
+    with reopen(backend, project, secrets_provider=LocalKeyProvider(key_file)) as s:
         assert veil.reveal(s.config.require_secret("db:password")) == "pw-0123456789"
 
 
@@ -673,7 +675,9 @@ def test_default_argon2_parameters_open_a_stack(backend: str, project: Path) -> 
         3,
         4,
     )
-    with Stack.open("dev", backend=backend, provider=PassphraseProvider(passphrase=PASSPHRASE)):
+    with Stack.open(
+        "dev", backend=backend, secrets_provider=PassphraseProvider(passphrase=PASSPHRASE)
+    ):
         pass
 
 

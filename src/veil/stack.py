@@ -1,32 +1,49 @@
 """`Stack`: a stack's config, state and secrets provider, opened and saved as one.
 
-A stack has one data key. The state document (in the backend) and the config file (in
-the project folder) each hold a copy wrapped by the stack's secrets provider, so either
-opens on its own; opening a stack unwraps the key once.
+A stack has one data key, wrapped in its state document for each recipient (provider)
+that can open it. The config file (in the project folder) holds no key: it records,
+readably, the data key's id and the recipients, and the state records the same under
+its MAC, so each vouches for the other. Opening a stack unwraps the key once.
 
     with veil.Stack.open("dev") as stack:
         password = stack.config.require_secret("db:password")
         stack.export("url", veil.Output.format("postgres://app:{}@db", password))
         stack.save()
+
+What is checked on open, before any key is used for something new (see
+``docs/security.md``):
+
+- the recipients in the state are those the config file records (before any provider
+  call, so neither file alone chooses a provider, a key file or a KDF cost);
+- the data key (after the MAC is checked) is the one the config records, or one the
+  state itself vouches for as the key before an interrupted rotation;
+- no secure config value is one the state knows as superseded (an older value copied
+  into the file);
+- the serial is not older than the newest this project folder has seen (rollback).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .config import StackConfig, config_path
-from .crypto import ValueCipher
+from .config import Protection, StackConfig, config_path
+from .crypto import ValueCipher, generate_data_key
 from .errors import (
     ConfigError,
+    ConfigStateMismatchError,
     ProviderConfigError,
+    ProviderError,
     StackExistsError,
     StackNotFoundError,
     StateError,
     StateFormatError,
+    StateRollbackError,
+    VeilError,
 )
 from .output import Output
 from .providers import SecretsProvider, provider_from_description, provider_from_url
@@ -37,19 +54,32 @@ from .state.document import (
     dump_document_async,
     load_document,
     load_with_stored_providers,
-    provider_entries_from_json,
-    unwrap_data_key,
+    read_header,
 )
 from .state.store import DEFAULT_STATE_URL, StackLock, StateStore, store_from_url
+from .workspace import Seen, Workspace
 
 __all__ = ["DEFAULT_SECRETS_PROVIDER", "Stack"]
 
 DEFAULT_SECRETS_PROVIDER = "passphrase://"
 
+# The state tree's member for what the stack records about itself: digests of its
+# secure config values, and the data key before a rotation whose config write is not
+# yet confirmed. Program outputs live under "outputs".
+_META = "veil"
+_LEDGER_DEPTH = 16  # superseded values remembered per config key
 
-def _store(backend: str | StateStore | None) -> StateStore:
+
+def _store(backend: str | os.PathLike[str] | StateStore | None) -> StateStore:
     if isinstance(backend, StateStore):
         return backend
+    if backend is not None and not isinstance(backend, (str, os.PathLike)):
+        raise StateError(
+            f"a backend is a store URL such as 'file://./.veil', a path or a StateStore, "
+            f"not {type(backend).__name__}"
+        )
+    if isinstance(backend, os.PathLike):
+        backend = os.fspath(backend)
     return store_from_url(backend or os.environ.get("VEIL_BACKEND_URL") or DEFAULT_STATE_URL)
 
 
@@ -64,23 +94,57 @@ def _provider(spec: str | SecretsProvider) -> SecretsProvider:
     )
 
 
-def _sorted(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _sorted(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(v) for v in value]
-    return value
+def _project(project_dir: object) -> Path:
+    if not isinstance(project_dir, (str, os.PathLike)):
+        raise ConfigError(
+            f"project_dir is a folder path (str or os.PathLike), not {type(project_dir).__name__}"
+        )
+    return Path(project_dir)
 
 
-def _keyring(document: Document) -> dict[str, Any]:
-    # Descriptions in sorted key order, as the state document stores them: a freshly
-    # created stack and a reopened one then write the same config bytes (no churn).
+def _protection(key_id: str, entries: Any) -> Protection:
+    return Protection(key_id, [(e.scheme, e.description) for e in entries])
+
+
+def _meta(document: Document) -> dict[str, Any]:
+    tree = document.tree
+    meta = tree.get(_META) if isinstance(tree, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _retired_keys(document: Document) -> dict[str, bytes]:
+    """The keys the state vouches for as used before its current one (only while a
+    rotation's config write is unconfirmed)."""
+    out: dict[str, bytes] = {}
+    retired = _meta(document).get("retired_keys")
+    if isinstance(retired, dict):
+        for kid, sealed in retired.items():
+            if isinstance(sealed, Secret) and isinstance(sealed.reveal(), str):
+                try:
+                    out[kid] = bytes.fromhex(sealed.reveal())
+                except ValueError:
+                    continue
+    return out
+
+
+def _ledger(document: Document) -> dict[str, list[str]]:
+    ledger = _meta(document).get("config")
+    if not isinstance(ledger, dict):
+        return {}
     return {
-        "key_id": document.key_id,
-        "providers": [
-            {**e.to_json(), "description": _sorted(e.description)} for e in document.providers
-        ],
+        k: [d for d in v if isinstance(d, str)]
+        for k, v in ledger.items()
+        if isinstance(k, str) and isinstance(v, list)
     }
+
+
+def _mismatch(name: str, path: Path, what: str) -> ConfigStateMismatchError:
+    return ConfigStateMismatchError(
+        f"the config file {path} and the state of stack {name!r} disagree: {what}. If "
+        "someone changed the stack elsewhere (a rotation, a new provider, a new value), "
+        "pull the latest config file (git pull) and retry; if nobody did, one of the two "
+        "was replaced, and nothing was used or written."
+    )
 
 
 class Stack:
@@ -100,6 +164,8 @@ class Stack:
         document: Document,
         config: StackConfig,
         lock: StackLock | None,
+        workspace: Workspace,
+        retired: Mapping[str, bytes] | None = None,
     ) -> None:
         self._name = name
         self._store = store
@@ -107,11 +173,17 @@ class Stack:
         self._document = document
         self._config = config
         self._lock = lock
+        self._workspace = workspace
         tree = document.tree
         outputs = tree.get("outputs", {}) if isinstance(tree, dict) else {}
         self._exports: dict[str, Any] = dict(outputs) if isinstance(outputs, dict) else {}
-        self._extra_providers: tuple[SecretsProvider, ...] = ()
+        # Recipients change only through change_secrets_provider (None: keep them).
+        self._new_recipients: tuple[SecretsProvider, ...] | None = None
         self._rotate = False
+        # Keys the config may still be sealed under (an interrupted rotation), kept in
+        # the state until a config write under the current key is confirmed.
+        self._retired: dict[str, bytes] = dict(retired or {})
+        self._ledger = _ledger(document)
 
     # --- opening --------------------------------------------------------------------
 
@@ -120,9 +192,9 @@ class Stack:
         cls,
         name: str,
         *,
-        backend: str | StateStore | None = None,
+        backend: str | os.PathLike[str] | StateStore | None = None,
         secrets_provider: str | SecretsProvider = DEFAULT_SECRETS_PROVIDER,
-        project_dir: str | Path = ".",
+        project_dir: str | os.PathLike[str] = ".",
         lock: bool = True,
     ) -> Stack:
         """Create stack ``name``: a new data key, an empty state, a config file.
@@ -132,7 +204,8 @@ class Stack:
         instance. :class:`veil.StackExistsError` if the stack or its config file exists.
         """
         store = _store(backend)
-        path = config_path(project_dir, name)
+        project = _project(project_dir)
+        path = config_path(project, name)
         if not path.parent.is_dir():
             # Checked first: the state must not be written for a config that cannot be.
             raise ConfigError(
@@ -147,20 +220,32 @@ class Stack:
                 "or move the file away to start afresh"
             )
         provider = _provider(secrets_provider)
+        workspace = Workspace(project)
         held = store.lock(name) if lock else None
         try:
             data, document = dump_document({"outputs": {}}, provider=provider, stack=name)
             store.write(name, data)
             config = StackConfig(
-                stack=name, path=path, cipher=document.cipher, keyring=_keyring(document)
+                stack=name,
+                path=path,
+                cipher=document.cipher,
+                protection=_protection(document.key_id, document.providers),
+                dirty=True,
             )
             config.save()
+            workspace.record(store.url, name, Seen(document.serial, document.key_id), force=True)
         except BaseException:
             if held is not None:
                 held.release()
             raise
         return cls(
-            name=name, store=store, provider=provider, document=document, config=config, lock=held
+            name=name,
+            store=store,
+            provider=provider,
+            document=document,
+            config=config,
+            lock=held,
+            workspace=workspace,
         )
 
     @classmethod
@@ -168,77 +253,168 @@ class Stack:
         cls,
         name: str,
         *,
-        backend: str | StateStore | None = None,
-        provider: SecretsProvider | str | None = None,
-        project_dir: str | Path = ".",
+        backend: str | os.PathLike[str] | StateStore | None = None,
+        secrets_provider: SecretsProvider | str | None = None,
+        project_dir: str | os.PathLike[str] = ".",
         lock: bool = True,
+        allow_rollback: bool = False,
+        provider: SecretsProvider | str | None = None,
     ) -> Stack:
         """Open stack ``name``.
 
-        Without ``provider`` it is rebuilt from the description stored in the state,
-        with credentials from the environment (``VEIL_PASSPHRASE``, ...). With one (for
-        example ``PassphraseProvider(passphrase=...)``) the instance supplies the
-        credentials and the stored description the rest (salt, KDF parameters, key ids).
-        With ``lock=False`` the stack is opened read-only: :meth:`save` refuses.
+        Without ``secrets_provider`` it is rebuilt from the recipients stored in the
+        state (checked against the config file first), with credentials from the
+        environment (``VEIL_PASSPHRASE``, ...). With one (for example
+        ``PassphraseProvider(passphrase=...)``) the instance supplies the credentials
+        and the stored settings the rest (salt, KDF parameters, key ids). With
+        ``lock=False`` the stack is opened read-only: :meth:`save` refuses.
+
+        Raises :class:`veil.ConfigStateMismatchError` when the config file and the
+        state do not vouch for each other, and :class:`veil.StateRollbackError` when the
+        state is older than one this project folder has seen (``allow_rollback=True``
+        for a deliberate restore). ``provider=`` is a deprecated alias of
+        ``secrets_provider=``.
         """
+        if provider is not None:
+            if secrets_provider is not None:
+                raise ProviderConfigError("pass secrets_provider= only (provider= is its old name)")
+            warnings.warn(
+                "Stack.open(provider=) is deprecated; use secrets_provider=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            secrets_provider = provider
         store = _store(backend)
+        project = _project(project_dir)
         if not store.exists(name):
             raise StackNotFoundError(
                 f"no stack {name!r} in {store.url}; create it with 'veil stack init {name}' "
                 "or Stack.create()"
             )
+        workspace = Workspace(project)
         held = store.lock(name) if lock else None
         try:
-            data = store.read(name)
-            if provider is None:
-                chosen, document = load_with_stored_providers(
-                    data, lambda e: provider_from_description(e.scheme, dict(e.description))
-                )
-            else:
-                chosen = _provider(provider)
-                document = load_document(data, provider=chosen)
-            if document.stack != name:
-                raise StateFormatError(
-                    f"the state stored for stack {name!r} belongs to stack {document.stack!r}"
-                )
-            config = cls._open_config(name, project_dir, chosen, document)
+            stack = cls._open_locked(
+                name, store, project, workspace, secrets_provider, held, allow_rollback
+            )
         except BaseException:
             if held is not None:
                 held.release()
             raise
+        return stack
+
+    @classmethod
+    def _open_locked(
+        cls,
+        name: str,
+        store: StateStore,
+        project: Path,
+        workspace: Workspace,
+        spec: SecretsProvider | str | None,
+        held: StackLock | None,
+        allow_rollback: bool,
+    ) -> Stack:
+        data = store.read(name)
+        header = read_header(data)  # not yet authenticated: only compared, never used
+        if header.stack != name:
+            raise StateFormatError(
+                f"the state stored for stack {name!r} belongs to stack {header.stack!r}"
+            )
+        seen = workspace.seen(store.url, name)
+        if seen is not None and header.serial < seen.serial and not allow_rollback:
+            raise StateRollbackError(
+                f"the state of stack {name!r} has serial {header.serial}, older than serial "
+                f"{seen.serial} that this project folder has already seen: it was rolled back. "
+                "To restore an older version deliberately, use 'veil stack import' or "
+                "Stack.open(..., allow_rollback=True)."
+            )
+        path = config_path(project, name)
+        file = StackConfig.read_file(path) if path.exists() else None
+        if file is not None and file.stack != name:
+            raise ConfigError(f"{path} is the config of stack {file.stack!r}, not {name!r}")
+        stored = _protection(header.key_id, header.providers)
+        if file is not None and not file.protection.same_recipients(stored):
+            # Before any provider is built or called: neither file alone chooses one.
+            raise _mismatch(
+                name,
+                path,
+                f"the config records recipients [{file.protection.describe_recipients()}], "
+                f"the state [{stored.describe_recipients()}]",
+            )
+
+        if spec is None:
+            chosen, document = load_with_stored_providers(
+                data, lambda e: provider_from_description(e.scheme, dict(e.description))
+            )
+        else:
+            chosen = _provider(spec)
+            document = load_document(data, provider=chosen)
+
+        retired = _retired_keys(document)
+        if file is None:
+            # A checkout without the config file: start one that records the state.
+            config = StackConfig(
+                stack=name,
+                path=path,
+                cipher=document.cipher,
+                protection=_protection(document.key_id, document.providers),
+                dirty=True,
+            )
+        else:
+            recorded = file.protection.key_id
+            if recorded == document.key_id:
+                cipher = document.cipher
+            elif recorded in retired:
+                # The rotation before this state was interrupted before its config
+                # write; the state vouches for the old key. Resealed on the next save.
+                cipher = ValueCipher(retired[recorded])
+            else:
+                raise _mismatch(
+                    name,
+                    path,
+                    f"the config records data key {recorded}, the state is sealed under "
+                    f"{document.key_id}",
+                )
+            config = StackConfig(
+                stack=name,
+                path=path,
+                cipher=cipher,
+                protection=file.protection,
+                values=file.values,
+            )
+            if cipher is not document.cipher:
+                config.rekey(document.cipher, _protection(document.key_id, document.providers))
+        cls._check_ledger(name, path, config, document)
+        if held is not None or seen is None or document.serial > seen.serial:
+            workspace.record(store.url, name, Seen(document.serial, document.key_id), force=True)
         return cls(
-            name=name, store=store, provider=chosen, document=document, config=config, lock=held
+            name=name,
+            store=store,
+            provider=chosen,
+            document=document,
+            config=config,
+            lock=held,
+            workspace=workspace,
+            retired=retired if config.dirty else None,
         )
 
     @staticmethod
-    def _open_config(
-        name: str, project_dir: str | Path, provider: SecretsProvider, document: Document
-    ) -> StackConfig:
-        path = config_path(project_dir, name)
-        if not path.exists():
-            # A checkout without the config file: start an empty one under the stack's key.
-            return StackConfig(
-                stack=name, path=path, cipher=document.cipher, keyring=_keyring(document)
-            )
-        raw = StackConfig.read_file(path)
-        if raw["stack"] != name:
-            raise ConfigError(f"{path} is the config of stack {raw['stack']!r}, not {name!r}")
-        keyring = raw["keyring"]
-        if keyring.get("key_id") == document.key_id:
-            cipher = document.cipher
-        else:
-            # Sealed under another data key (for example before a rotation elsewhere).
-            try:
-                entries = provider_entries_from_json(keyring.get("providers"))
-                key = unwrap_data_key(
-                    provider, entries, stack=name, key_id=str(keyring.get("key_id"))
+    def _check_ledger(name: str, path: Path, config: StackConfig, document: Document) -> None:
+        """Refuse a secure config value the state knows as superseded."""
+        ledger = _ledger(document)
+        if not ledger:
+            return
+        # A value that does not open is reported when it is read (and set again).
+        digests = config.digests(document.cipher, strict=False)
+        for key, digest in digests.items():
+            known = ledger.get(key)
+            if known and digest != known[0] and digest in known[1:]:
+                raise _mismatch(
+                    name,
+                    path,
+                    f"secure config value {key!r} is an older value than the one last saved "
+                    f"(serial {document.serial}); set it again if the older value is wanted",
                 )
-            except (StateFormatError, KeyError, TypeError, AttributeError):
-                raise ConfigError(f"config file {path} has a malformed 'keyring'") from None
-            cipher = ValueCipher(key)
-        return StackConfig(
-            stack=name, path=path, cipher=cipher, keyring=keyring, values=raw.get("config", {})
-        )
 
     # --- the program's view -----------------------------------------------------------
 
@@ -294,26 +470,122 @@ class Stack:
         if not self._lock.held:
             raise StateError(f"stack {self._name!r} is closed; open it again to save")
 
-    def _options(self) -> dict[str, Any]:
-        return {
-            "provider": self._provider,
-            "stack": self._name,
-            "previous": self._document,
-            "additional_providers": self._extra_providers,
-            "rotate_key": self._rotate,
-        }
+    def _stored_provider(self) -> SecretsProvider:
+        """The provider that opened the stack, with the settings stored for it (salt,
+        KDF cost, key path): saving keeps its recipient exactly as it was."""
+        for entry in self._document.providers:
+            if entry.scheme == self._provider.scheme:
+                return self._provider.with_description(entry.description)
+        return self._provider
+
+    def _recipient_providers(self) -> tuple[SecretsProvider, ...]:
+        """A provider for every recipient the stack was last written for: the one that
+        opened it, and the others rebuilt from their stored (authenticated) settings
+        with credentials from the environment. Needed to wrap a new data key."""
+        providers: list[SecretsProvider] = []
+        failures: list[str] = []
+        opened_scheme = self._provider.scheme
+        for entry in self._document.providers:
+            if entry.scheme == opened_scheme:
+                # The provider that opened the stack, with the stored settings (salt,
+                # KDF cost): the recipients stay exactly what they were.
+                providers.insert(0, self._stored_provider())
+                continue
+            try:
+                providers.append(provider_from_description(entry.scheme, dict(entry.description)))
+            except VeilError as exc:
+                failures.append(f"{entry.scheme}:// ({exc})")
+        if failures:
+            raise ProviderError(
+                f"rotating the data key of stack {self._name!r} wraps it for every recipient, "
+                f"and these cannot be used here: {'; '.join(failures)}. Supply their "
+                "credentials, or remove them first (change_secrets_provider)."
+            )
+        return tuple(providers)
+
+    def _plan(self) -> tuple[dict[str, Any], bytes | None]:
+        """The options of the next document, and its new data key if it gets one."""
+        options: dict[str, Any] = {"stack": self._name, "previous": self._document}
+        new_key = None
+        if self._new_recipients is not None:
+            recipients = self._new_recipients
+            options["replace_recipients"] = True
+        elif self._rotate:
+            recipients = self._recipient_providers()
+        else:
+            recipients = (self._stored_provider(),)
+        if self._rotate:
+            new_key = generate_data_key()
+            options["rotate_key"] = True
+            options["data_key"] = new_key
+        options["provider"] = recipients[0]
+        options["additional_providers"] = recipients[1:]
+        return options, new_key
+
+    def _tree(self, new_key: bytes | None) -> dict[str, Any]:
+        """What is saved: the outputs, and what the stack records about itself."""
+        cipher = self._document.cipher if new_key is None else ValueCipher(new_key)
+        # A rotation reseals every secure value: one that does not open fails it here,
+        # before anything is written. A plain save leaves a damaged value as it is.
+        digests = self._config.digests(cipher, strict=new_key is not None)
+        ledger: dict[str, list[str]] = {}
+        for key in self._config.secure_keys():
+            if key not in digests:  # does not open: keep what the state knew
+                if key in self._ledger:
+                    ledger[key] = self._ledger[key]
+                continue
+            digest = digests[key]
+            before = [] if new_key is not None else self._ledger.get(key, [])
+            if before and before[0] == digest:
+                ledger[key] = before
+            else:
+                ledger[key] = [digest, *[d for d in before if d and d != digest]][:_LEDGER_DEPTH]
+        if new_key is None:
+            # Superseded values of keys no longer set stay known (re-adding one is a
+            # deliberate set, recorded as current by that save).
+            for key, before in self._ledger.items():
+                ledger.setdefault(key, ["", *[d for d in before if d]][:_LEDGER_DEPTH])
+        meta: dict[str, Any] = {"config": ledger}
+        retired = dict(self._retired)
+        if new_key is not None:
+            # Until the config is written under the new key, the state vouches for the
+            # old one, so an interrupted rotation never leaves the config unreadable.
+            # (With any key the config file on disk may still be sealed under, if an
+            # earlier rotation's config write did not happen either.)
+            retired[self._document.key_id] = self._document.data_key
+        if retired:
+            meta["retired_keys"] = {kid: Secret(key.hex()) for kid, key in retired.items()}
+        return {"outputs": self._exports, _META: meta}
 
     def _after_save(self, data: bytes, document: Document) -> None:
-        rotated = document.key_id != self._document.key_id
-        # Reseal before writing the state: a secure value that does not open fails the
-        # save with nothing written, rather than after the state moved to a new key.
-        resealed = self._config._resealed(document.cipher) if rotated else {}
+        protection = _protection(document.key_id, document.providers)
+        # Every secure config value opened when _tree() took its digest, before the
+        # document was made: one that does not open failed the save with nothing written.
         self._store.write(self._name, data)
-        # The config file is written only when its keyring or secure values changed.
-        self._config._adopt(document.cipher, _keyring(document), resealed)
-        self._config.save()
+        self._workspace.record(
+            self._store.url, self._name, Seen(document.serial, document.key_id), force=True
+        )
         self._document = document
+        self._ledger = _ledger(document)
         self._rotate = False
+        self._new_recipients = None
+        # The config file is written only when its protection or values changed.
+        self._config.rekey(document.cipher, protection)
+        self._config.save()
+        if _retired_keys(document):
+            # The config is now under the current key: write the state once more
+            # without the old key, so that it no longer vouches for a config file
+            # sealed under it (a restored pre-rotation file is then refused).
+            self._retired = {}
+            options, _ = self._plan()
+            data, document = dump_document(self._tree(None), **options)
+            self._store.write(self._name, data)
+            self._workspace.record(
+                self._store.url, self._name, Seen(document.serial, document.key_id), force=True
+            )
+            self._document = document
+            self._ledger = _ledger(document)
+        self._retired = {}
 
     def save(self) -> None:
         """Write state and config: every secret sealed, atomically, serial + 1.
@@ -321,13 +593,15 @@ class Stack:
         Pending Outputs raise :class:`veil.PendingOutputError` (use
         :meth:`save_async`); unknown ones :class:`veil.UnknownValueError`."""
         self._check_writable()
-        data, document = dump_document({"outputs": self._exports}, **self._options())
+        options, new_key = self._plan()
+        data, document = dump_document(self._tree(new_key), **options)
         self._after_save(data, document)
 
     async def save_async(self) -> None:
         """:meth:`save`, first awaiting every pending Output."""
         self._check_writable()
-        data, document = await dump_document_async({"outputs": self._exports}, **self._options())
+        options, new_key = self._plan()
+        data, document = await dump_document_async(self._tree(new_key), **options)
         self._after_save(data, document)
 
     def change_secrets_provider(
@@ -335,18 +609,21 @@ class Stack:
     ) -> None:
         """Protect the stack with another provider from the next :meth:`save` on.
 
-        The data key is wrapped for the new provider (the values are not re-encrypted
-        unless ``rotate_key``). With ``keep`` the current provider can still open it.
+        The data key is wrapped for the new provider alone (with ``keep``, for the
+        current provider too) and the other recipients are dropped. The values are not
+        re-encrypted unless ``rotate_key``; rotate when whoever held the old provider
+        may have kept the data key.
         """
         new = _provider(provider)
-        self._extra_providers = (self._provider,) if keep else ()
+        self._new_recipients = (new, self._provider) if keep else (new,)
         self._provider = new
         if rotate_key:
             self._rotate = True
 
     def rotate_key(self) -> None:
         """Use a new data key from the next :meth:`save` on: every secret in state and
-        config is sealed afresh, and the old key no longer opens anything new."""
+        config is sealed afresh, and the old key no longer opens anything new. The new
+        key is wrapped for every current recipient."""
         self._rotate = True
 
     # --- closing --------------------------------------------------------------------

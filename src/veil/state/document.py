@@ -49,6 +49,7 @@ from ..errors import (
     StateFormatError,
     StateIntegrityError,
     UnknownValueError,
+    UsageError,
     VeilError,
 )
 from ..secret import Secret, _collect_strings
@@ -447,6 +448,12 @@ class Document:
         values). Its ``repr`` shows only the key id, and it cannot be pickled.
         """
         return self._cipher
+
+    @property
+    def data_key(self) -> bytes:
+        """The document's data key: key material, for the stack that owns it (to keep
+        the previous key while a rotation completes). Never write it anywhere."""
+        return self._data_key
 
     @property
     def secret_count(self) -> int:
@@ -850,12 +857,21 @@ def _entries_for(
     data_key: bytes,
     stack: str,
     previous: Document | None,
+    keep: bool,
 ) -> tuple[tuple[ProviderEntry, ...], tuple[tuple[object, ProviderEntry], ...]]:
-    entries: list[ProviderEntry] = []
+    """The provider entries of a new document, and which provider made each.
+
+    With ``keep`` (and a previous document under the same key), every entry of the
+    previous document stays: the recipients a stack was last written for change only
+    through an explicit operation. A provider given here reuses the entry it opened or
+    one whose settings are unchanged, and otherwise replaces the entry of its scheme
+    (one entry per scheme) or adds one.
+    """
+    entries: list[ProviderEntry] = list(previous.providers) if (keep and previous) else []
     opened: list[tuple[object, ProviderEntry]] = []
     for p in providers:
         entry = None
-        if previous is not None and previous.stack == stack:
+        if previous is not None:
             for obj, e in previous._opened_by:
                 if obj is p and e in previous.providers:
                     entry = e
@@ -868,6 +884,13 @@ def _entries_for(
                         break
         if entry is None:
             entry = _wrap(p, data_key, stack)
+        same_scheme = [e for e in entries if e.scheme == entry.scheme and e != entry]
+        if any(e.scheme == entry.scheme and e != entry for _p, e in opened):
+            raise ProviderConfigError(
+                f"two {entry.scheme}:// providers were given; a stack has one recipient per "
+                "scheme (age takes several recipients in one URL)"
+            )
+        entries = [e for e in entries if e not in same_scheme]
         if entry not in entries:
             entries.append(entry)
         opened.append((p, entry))
@@ -1049,6 +1072,8 @@ def dump_document(
     rotate_key: bool = False,
     strict: bool | None = None,
     allow_plaintext: Iterable[PathLike] = (),
+    replace_recipients: bool = False,
+    data_key: bytes | None = None,
 ) -> tuple[bytes, Document]:
     """Serialise ``tree`` for ``stack``; return the bytes and the new :class:`Document`.
 
@@ -1062,8 +1087,13 @@ def dump_document(
       Without it a new data key is made and ``serial`` (default 1) is used.
     - The data key is wrapped for ``provider`` and each of ``additional_providers``
       (any of them can open the document); an entry of ``previous`` is reused for a
-      provider it was opened with or whose ``describe()`` is unchanged.
-    - ``rotate_key``: a new data key, every value sealed afresh.
+      provider it was opened with or whose ``describe()`` is unchanged. Every other
+      entry of ``previous`` is kept (the recipients a stack was last written for change
+      only explicitly), unless ``replace_recipients``: then exactly the given providers
+      can open the new document. ``previous`` must be a document of ``stack``
+      (:class:`~veil.UsageError` otherwise: another stack's data key is never shared).
+    - ``rotate_key``: a new data key (``data_key`` if given), every value sealed afresh;
+      the providers given must cover every recipient (``replace_recipients`` is implied).
     - The leak guard: a plain string that equals a secret of this document, contains one
       of at least 8 characters, or looks like a well-known credential is sealed anyway
       with a :class:`~veil.LeakWarning` naming its path; with ``strict`` (default: the
@@ -1080,6 +1110,8 @@ def dump_document(
         rotate_key=rotate_key,
         strict=strict,
         allow_plaintext=allow_plaintext,
+        replace_recipients=replace_recipients,
+        data_key=data_key,
         stacklevel=3,
     )
 
@@ -1095,6 +1127,8 @@ def _dump(
     rotate_key: bool = False,
     strict: bool | None = None,
     allow_plaintext: Iterable[PathLike] = (),
+    replace_recipients: bool = False,
+    data_key: bytes | None = None,
     stacklevel: int,
 ) -> tuple[bytes, Document]:
     validate_stack_name(stack)
@@ -1106,16 +1140,23 @@ def _dump(
         raise InvalidValueError(
             f"previous must be a Document or bytes, not {type(previous).__name__}"
         )
+    if previous is not None and previous.stack != stack:
+        raise UsageError(
+            f"previous is a document of stack {previous.stack!r}, not {stack!r}: a stack "
+            "never reuses another stack's data key"
+        )
     if strict is None:
         strict = _strict_from_env()
 
     if previous is not None and not rotate_key:
+        if data_key is not None:
+            raise UsageError("data_key is for a new stack or a rotation (rotate_key=True)")
         data_key = previous._data_key
         cipher = previous._cipher
-        reuse = previous._sealed if previous.stack == stack else {}
+        reuse = previous._sealed
         new_serial = previous.serial + 1 if serial is None else serial
     else:
-        data_key = generate_data_key()
+        data_key = generate_data_key() if data_key is None else data_key
         cipher = ValueCipher(data_key)
         reuse = {}
         new_serial = (
@@ -1135,6 +1176,7 @@ def _dump(
             rotate_key=rotate_key,
             strict=strict,
             allow_plaintext=allow_plaintext,
+            keep_recipients=not (replace_recipients or rotate_key),
             stacklevel=stacklevel + 1,
             data_key=data_key,
             cipher=cipher,
@@ -1154,6 +1196,7 @@ def _dump_paused(
     rotate_key: bool,
     strict: bool,
     allow_plaintext: Iterable[PathLike],
+    keep_recipients: bool,
     stacklevel: int,
     data_key: bytes,
     cipher: ValueCipher,
@@ -1206,7 +1249,9 @@ def _dump_paused(
         sealed[aad] = (key, token)
 
     providers = (provider, *additional_providers)
-    entries, opened = _entries_for(providers, data_key, stack, previous if not rotate_key else None)
+    entries, opened = _entries_for(
+        providers, data_key, stack, previous if not rotate_key else None, keep_recipients
+    )
     header: dict[str, Any] = {
         "veil_state": FORMAT_VERSION,
         "stack": stack,
@@ -1418,7 +1463,7 @@ def provider_entries_from_json(entries: Any) -> tuple[ProviderEntry, ...]:
     """
     if type(entries) is not list or not entries:
         raise _format_error("'providers' is not a non-empty list")
-    out = []
+    out: list[ProviderEntry] = []
     for entry in entries:
         if type(entry) is not dict or set(entry) != _ENTRY_KEYS:
             raise _format_error(
@@ -1432,6 +1477,10 @@ def provider_entries_from_json(entries: Any) -> tuple[ProviderEntry, ...]:
             wrapped = base64.b64decode(entry["wrapped_key"].encode("ascii"), validate=True)
         except (binascii.Error, UnicodeError, ValueError):
             raise _format_error("a 'wrapped_key' is not base64") from None
+        if any(e.scheme == entry["scheme"] for e in out):
+            # One entry per scheme: opening never costs more than one derivation or
+            # service call per kind of provider, whatever the file lists.
+            raise _format_error(f"it has two {entry['scheme']!r} provider entries")
         out.append(
             ProviderEntry(
                 scheme=entry["scheme"], description=entry["description"], wrapped_key=wrapped
