@@ -124,7 +124,8 @@ def test_no_passphrase_and_no_terminal_raises_at_once_naming_the_variables(
         import veil
         from veil.providers import PassphraseProvider
         try:
-            PassphraseProvider(memory_cost=64, iterations=1, lanes=1, insecure_weak_kdf=True).wrap_key(b"k" * 32, {})
+            weak = PassphraseProvider(memory_cost=64, iterations=1, lanes=1, insecure_weak_kdf=True)
+            weak.wrap_key(b"k" * 32, {})
         except veil.PassphraseRequiredError as exc:
             print("REQUIRED:", exc)
         """
