@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import errno
+import functools
 import json
 import os
 import pickle
@@ -171,11 +172,12 @@ def test_pbkdf2_below_600000_iterations_is_refused(iterations: int) -> None:
 def test_stored_settings_below_the_minimum_are_refused_before_deriving() -> None:
     description = stored()
     before = passphrase_module.derivation_count()
-    for attempt in (
+    attempts: list[Callable[[], object]] = [
         lambda: PassphraseProvider.from_description(description),
         lambda: PassphraseProvider(PASSPHRASE).with_description(description),
         lambda: provider_from_description("passphrase", description),
-    ):
+    ]
+    for attempt in attempts:
         with pytest.raises(veil.ProviderConfigError, match="OWASP"):
             attempt()
     assert passphrase_module.derivation_count() == before
@@ -504,7 +506,7 @@ def test_a_fifo_key_file_is_refused_without_blocking(tmp_path: Path) -> None:
         LocalKeyProvider(fifo),
         LocalKeyProvider.from_description({"path": str(fifo)}),
     ):
-        error = _fails_within(5, lambda p=provider: p.unwrap_key(b"\x01" * 40, CTX))
+        error = _fails_within(5, functools.partial(provider.unwrap_key, b"\x01" * 40, CTX))
         assert isinstance(error, veil.ProviderConfigError)
         assert "not a regular file" in str(error)
 
@@ -823,9 +825,8 @@ def _providers(tmp_path: Path) -> list[SecretsProvider]:
 @pytest.mark.parametrize("protocol", [None, *range(pickle.HIGHEST_PROTOCOL + 1)])
 def test_providers_refuse_pickling(tmp_path: Path, protocol: int | None) -> None:
     for provider in _providers(tmp_path):
-        kwargs = {} if protocol is None else {"protocol": protocol}
         with pytest.raises(veil.SecretPickleError):
-            pickle.dumps(provider, **kwargs)
+            pickle.dumps(provider, protocol=protocol)  # None: the default protocol
 
 
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))

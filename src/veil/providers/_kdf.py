@@ -9,8 +9,8 @@ same stack many times. :class:`DerivationCache` runs each derivation at most onc
 - each key has its own lock: two threads asking for the same derivation run it once,
   and two different derivations run side by side.
 
-Private module with public names: the passphrase provider and Pulumi's passphrase
-format share it.
+Private module with public names: every passphrase KDF in veil goes through
+:data:`KEYS` (``passphrase://`` does; Pulumi's passphrase format is meant to).
 """
 
 from __future__ import annotations
