@@ -26,7 +26,9 @@ from veil.providers import PassphraseProvider
 backend, project = sys.argv[1], sys.argv[2]
 
 def provider():
-    return PassphraseProvider(passphrase={PASSPHRASE!r}, memory_cost=8, iterations=1, lanes=1)
+    return PassphraseProvider(
+        passphrase={PASSPHRASE!r}, memory_cost=8, iterations=1, lanes=1, insecure_weak_kdf=True
+    )
 """
 
 _HOLDER = """
@@ -70,7 +72,9 @@ def spawn(code: str, *args: str) -> subprocess.Popen[str]:
 
 
 def fast() -> PassphraseProvider:
-    return PassphraseProvider(passphrase=PASSPHRASE, memory_cost=8, iterations=1, lanes=1)
+    return PassphraseProvider(
+        passphrase=PASSPHRASE, memory_cost=8, iterations=1, lanes=1, insecure_weak_kdf=True
+    )
 
 
 def create(tmp_path: Path) -> str:

@@ -550,15 +550,17 @@ def test_changing_provider_on_a_live_stack(tmp_path: Path) -> None:
 
 
 def test_passphrase_provider_round_trip_and_resave(tmp_path: Path) -> None:
-    provider = PassphraseProvider("correct horse", kdf="pbkdf2", iterations=1000)
+    provider = PassphraseProvider(
+        "correct horse", kdf="pbkdf2", iterations=1000, insecure_weak_kdf=True
+    )
     first = dumps({"a": Secret("x")}, provider=provider, stack="dev")
-    reader = PassphraseProvider("correct horse")
+    reader = PassphraseProvider("correct horse", insecure_weak_kdf=True)
     loaded = load_document(first, provider=reader)
     assert loaded.tree["a"].reveal() == "x"
     second = dumps(loaded.tree, provider=reader, stack="dev", previous=loaded)
     assert _raw(second)["providers"] == _raw(first)["providers"]
     with pytest.raises(veil.IncorrectPassphraseError):
-        loads(first, provider=PassphraseProvider("wrong horse"))
+        loads(first, provider=PassphraseProvider("wrong horse", insecure_weak_kdf=True))
 
 
 def test_provider_of_another_scheme_is_refused_listing_the_known_ones(
@@ -566,7 +568,10 @@ def test_provider_of_another_scheme_is_refused_listing_the_known_ones(
 ) -> None:
     data = dumps({"a": 1}, provider=provider, stack="dev")
     with pytest.raises(KeyUnwrapError, match="written for: file"):
-        loads(data, provider=PassphraseProvider("x", kdf="pbkdf2", iterations=1000))
+        loads(
+            data,
+            provider=PassphraseProvider("x", kdf="pbkdf2", iterations=1000, insecure_weak_kdf=True),
+        )
 
 
 def test_another_key_file_is_refused(tmp_path: Path, provider: CountingProvider) -> None:
@@ -701,7 +706,9 @@ def test_sealed_value_moved_from_another_stack_is_detected(tmp_path: Path) -> No
 
 
 def test_sealed_value_moved_from_another_passphrase_stack_is_detected() -> None:
-    provider = PassphraseProvider("same passphrase", kdf="pbkdf2", iterations=1000)
+    provider = PassphraseProvider(
+        "same passphrase", kdf="pbkdf2", iterations=1000, insecure_weak_kdf=True
+    )
     # The same data key for both stacks: only the associated data tells them apart.
     key = generate_data_key()
     other = _raw(dumps({"pw": Secret("theirs")}, provider=provider, stack="prod", data_key=key))

@@ -38,7 +38,9 @@ FAST_URL = "passphrase://?memory_cost=8&iterations=1&lanes=1"
 
 def fast(passphrase: str = PASSPHRASE) -> PassphraseProvider:
     """A passphrase provider with Argon2id parameters low enough for tests."""
-    return PassphraseProvider(passphrase=passphrase, memory_cost=8, iterations=1, lanes=1)
+    return PassphraseProvider(
+        passphrase=passphrase, memory_cost=8, iterations=1, lanes=1, insecure_weak_kdf=True
+    )
 
 
 @pytest.fixture
@@ -87,6 +89,7 @@ def test_create_with_provider_url_uses_environment_passphrase(
     backend: str, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # the stack uses fast KDF settings
     with Stack.create("dev", backend=backend, secrets_provider=FAST_URL) as s:
         assert s.name == "dev"
         assert s.serial == 1
@@ -126,6 +129,7 @@ def test_open_without_provider_takes_passphrase_from_environment(
     stack.save()
     stack.close()
     monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # the stack uses fast KDF settings
     with Stack.open("dev", backend=backend) as s:
         assert veil.reveal(s.outputs["token"]) == "tok-abc-123"
         assert isinstance(s.provider, PassphraseProvider)
@@ -138,6 +142,7 @@ def test_open_without_provider_reads_passphrase_file(
     secret_file = project / "pass.txt"
     secret_file.write_text(PASSPHRASE + "\n")
     monkeypatch.setenv("VEIL_PASSPHRASE_FILE", str(secret_file))
+    monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # the stack uses fast KDF settings
     with Stack.open("dev", backend=backend) as s:
         assert s.serial == 1
 
@@ -148,9 +153,8 @@ def test_open_with_instance_takes_salt_and_kdf_from_the_stored_description(
     stack.close()
     # Default (slow) parameters on the instance: the stored low ones must win, or the
     # derived key would differ and the passphrase be reported wrong.
-    with Stack.open(
-        "dev", backend=backend, secrets_provider=PassphraseProvider(passphrase=PASSPHRASE)
-    ):
+    opener = PassphraseProvider(passphrase=PASSPHRASE, insecure_weak_kdf=True)
+    with Stack.open("dev", backend=backend, secrets_provider=opener):
         pass
 
 
@@ -168,6 +172,7 @@ def test_wrong_passphrase_raises_and_writes_nothing(
         provider = fast("not the passphrase")
     else:
         monkeypatch.setenv("VEIL_PASSPHRASE", "not the passphrase")
+        monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # the stack uses fast KDF settings
     with pytest.raises(IncorrectPassphraseError, match="Nothing was written"):
         Stack.open("dev", backend=backend, secrets_provider=provider)
     assert snapshot(project) == before
@@ -310,6 +315,7 @@ def test_resave_after_reopen_from_environment_keeps_config_bytes(
     stack.close()
     first = (project / "veil.dev.json").read_bytes()
     monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # the stack uses fast KDF settings
     with Stack.open("dev", backend=backend) as s:
         s.save()
     assert (project / "veil.dev.json").read_bytes() == first

@@ -51,10 +51,13 @@ class Victim:
             monkeypatch.setenv("VEIL_AGE_IDENTITY", str(id_file))
         if kind == "passphrase":
             monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
+            monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # fast settings, for tests
 
     def provider(self) -> SecretsProvider:
         if self.kind == "passphrase":
-            return PassphraseProvider(passphrase=PASSPHRASE, memory_cost=8, iterations=1, lanes=1)
+            return PassphraseProvider(
+                passphrase=PASSPHRASE, memory_cost=8, iterations=1, lanes=1, insecure_weak_kdf=True
+            )
         if self.kind == "file":
             return LocalKeyProvider(self.tmp / "keys" / "dev.key")
         return AgeProvider(self.recipient)

@@ -83,11 +83,12 @@ def _store(backend: str | os.PathLike[str] | StateStore | None) -> StateStore:
     return store_from_url(backend or os.environ.get("VEIL_BACKEND_URL") or DEFAULT_STATE_URL)
 
 
-def _provider(spec: str | SecretsProvider) -> SecretsProvider:
+def _provider(spec: str | SecretsProvider, project: Path | None = None) -> SecretsProvider:
     if isinstance(spec, SecretsProvider):
         return spec
     if isinstance(spec, str):
-        return provider_from_url(spec)
+        # A relative key file path in the URL is relative to the project folder.
+        return provider_from_url(spec, base_dir=project)
     raise ProviderConfigError(
         f"a secrets provider is a URL such as 'passphrase://' or a SecretsProvider, "
         f"not {type(spec).__name__}"
@@ -174,6 +175,7 @@ class Stack:
         self._config = config
         self._lock = lock
         self._workspace = workspace
+        self._project = config.path.parent
         tree = document.tree
         outputs = tree.get("outputs", {}) if isinstance(tree, dict) else {}
         self._exports: dict[str, Any] = dict(outputs) if isinstance(outputs, dict) else {}
@@ -219,7 +221,7 @@ class Stack:
                 f"a config file for stack {name!r} already exists at {path}; open the stack, "
                 "or move the file away to start afresh"
             )
-        provider = _provider(secrets_provider)
+        provider = _provider(secrets_provider, project)
         workspace = Workspace(project)
         held = store.lock(name) if lock else None
         try:
@@ -344,10 +346,13 @@ class Stack:
 
         if spec is None:
             chosen, document = load_with_stored_providers(
-                data, lambda e: provider_from_description(e.scheme, dict(e.description))
+                data,
+                lambda e: provider_from_description(
+                    e.scheme, dict(e.description), base_dir=project
+                ),
             )
         else:
-            chosen = _provider(spec)
+            chosen = _provider(spec, project)
             document = load_document(data, provider=chosen)
 
         retired = _retired_keys(document)
@@ -492,7 +497,11 @@ class Stack:
                 providers.insert(0, self._stored_provider())
                 continue
             try:
-                providers.append(provider_from_description(entry.scheme, dict(entry.description)))
+                providers.append(
+                    provider_from_description(
+                        entry.scheme, dict(entry.description), base_dir=self._project
+                    )
+                )
             except VeilError as exc:
                 failures.append(f"{entry.scheme}:// ({exc})")
         if failures:
@@ -614,7 +623,7 @@ class Stack:
         re-encrypted unless ``rotate_key``; rotate when whoever held the old provider
         may have kept the data key.
         """
-        new = _provider(provider)
+        new = _provider(provider, self._project)
         self._new_recipients = (new, self._provider) if keep else (new,)
         self._provider = new
         if rotate_key:
