@@ -396,3 +396,20 @@ def test_sigkill_during_rotations_always_leaves_a_stack_that_opens(tmp_path: Pat
             rotated += kid != last_key
             last_key = kid
     assert rotated >= 10  # rotations did complete between kills
+
+
+def test_a_config_file_of_the_first_format_opens_and_is_upgraded(victim: Victim) -> None:
+    doc = victim.config()
+    state = victim.state()
+    doc["format"] = "veil.config/1"
+    doc["keyring"] = {"key_id": state["key_id"], "providers": state["providers"]}
+    del doc["protection"]
+    victim.write_config(doc)
+    with victim.open() as stack:
+        assert veil.reveal(stack.config.require_secret("db:password")) == "pw-before-0123"
+        stack.save()
+    upgraded = victim.config()
+    assert upgraded["format"] == "veil.config/2"
+    assert "keyring" not in upgraded
+    assert upgraded["protection"]["key_id"] == state["key_id"]
+    assert upgraded["config"]["db:password"] == doc["config"]["db:password"]

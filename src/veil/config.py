@@ -51,8 +51,13 @@ def config_path(project_dir: str | Path, stack: str) -> Path:
     return Path(project_dir) / f"veil.{stack}.json"
 
 
+# The associated data of a secure value names the first format: values sealed by any
+# version of the file open in every later one.
+_AAD_LABEL = "veil.config/1"
+
+
 def _aad(stack: str, key: str) -> bytes:
-    return json.dumps([CONFIG_FORMAT, stack, key], ensure_ascii=True).encode("ascii")
+    return json.dumps([_AAD_LABEL, stack, key], ensure_ascii=True).encode("ascii")
 
 
 MAX_CONFIG_DEPTH = 64

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .config import Protection, StackConfig, config_path
+from .config import CONFIG_FORMAT, Protection, StackConfig, config_path
 from .crypto import ValueCipher, generate_data_key
 from .errors import (
     ConfigError,
@@ -386,6 +386,7 @@ class Stack:
                 cipher=cipher,
                 protection=file.protection,
                 values=file.values,
+                dirty=file.version != CONFIG_FORMAT,  # an older format is rewritten
             )
             if cipher is not document.cipher:
                 config.rekey(document.cipher, _protection(document.key_id, document.providers))
