@@ -186,6 +186,8 @@ class Stack:
         # the state until a config write under the current key is confirmed.
         self._retired: dict[str, bytes] = dict(retired or {})
         self._ledger = _ledger(document)
+        self._written_ledger: dict[str, list[str]] = self._ledger
+        self._written_retired = False
 
     # --- opening --------------------------------------------------------------------
 
@@ -555,6 +557,7 @@ class Stack:
             # deliberate set, recorded as current by that save).
             for key, before in self._ledger.items():
                 ledger.setdefault(key, ["", *[d for d in before if d]][:_LEDGER_DEPTH])
+        self._written_ledger = ledger
         meta: dict[str, Any] = {"config": ledger}
         retired = dict(self._retired)
         if new_key is not None:
@@ -563,6 +566,7 @@ class Stack:
             # (With any key the config file on disk may still be sealed under, if an
             # earlier rotation's config write did not happen either.)
             retired[self._document.key_id] = self._document.data_key
+        self._written_retired = bool(retired)
         if retired:
             meta["retired_keys"] = {kid: Secret(key.hex()) for kid, key in retired.items()}
         return {"outputs": self._exports, _META: meta}
@@ -576,13 +580,13 @@ class Stack:
             self._store.url, self._name, Seen(document.serial, document.key_id), force=True
         )
         self._document = document
-        self._ledger = _ledger(document)
+        self._ledger = self._written_ledger  # not document.tree: building it costs a parse
         self._rotate = False
         self._new_recipients = None
         # The config file is written only when its protection or values changed.
         self._config.rekey(document.cipher, protection)
         self._config.save()
-        if _retired_keys(document):
+        if self._written_retired:
             # The config is now under the current key: write the state once more
             # without the old key, so that it no longer vouches for a config file
             # sealed under it (a restored pre-rotation file is then refused).
@@ -594,7 +598,7 @@ class Stack:
                 self._store.url, self._name, Seen(document.serial, document.key_id), force=True
             )
             self._document = document
-            self._ledger = _ledger(document)
+            self._ledger = self._written_ledger
         self._retired = {}
 
     def save(self) -> None:
