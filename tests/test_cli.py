@@ -189,7 +189,7 @@ def test_config_rm_of_a_missing_key_fails(dev: Path, veil_cli: Any) -> None:
 def test_config_set_while_a_program_holds_the_stack_fails(dev: Path, veil_cli: Any) -> None:
     with Stack.open("dev"):
         result = veil_cli("-s", "dev", "config", "set", "k", "v")
-    assert_one_error_line(result, "locked")
+    assert_one_error_line(result, "already has stack 'dev' open")
 
 
 # --- outputs ---------------------------------------------------------------------------

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -544,9 +548,64 @@ def test_repr_shows_no_secret(stack: Stack) -> None:
 # --- locking ---------------------------------------------------------------------------
 
 
+def _hold_lock_in_another_process(root: Path) -> subprocess.Popen[str]:
+    code = (
+        "import sys, time, veil.state\n"
+        f"lock = veil.state.FileStore({str(root)!r}).lock('dev', owner='alice')\n"
+        "print('held', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
 def test_second_writer_gets_state_locked(stack: Stack, backend: str, project: Path) -> None:
-    with pytest.raises(StateLockedError, match="'dev' is locked"):
+    stack.close()
+    proc = _hold_lock_in_another_process(Path(backend.removeprefix("file://")))
+    try:
+        with pytest.raises(StateLockedError, match=r"'dev' is locked.*alice"):
+            reopen(backend, project)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_opening_a_stack_this_process_holds_says_so(
+    stack: Stack, backend: str, project: Path
+) -> None:
+    with pytest.raises(StateLockedError, match="this process already has stack 'dev' open"):
         reopen(backend, project)
+
+
+def test_lock_timeout_waits_for_the_holder(
+    stack: Stack, backend: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(backend.removeprefix("file://"))
+    stack.close()
+    proc = _hold_lock_in_another_process(root)
+
+    def end_holder() -> None:  # the holder goes away: its lock is stale
+        proc.kill()
+        proc.wait()
+
+    threading.Timer(0.5, end_holder).start()
+    with reopen(backend, project, lock_timeout=20) as s:
+        assert s.serial >= 1
+    proc = _hold_lock_in_another_process(root)
+    try:
+        monkeypatch.setenv("VEIL_LOCK_TIMEOUT", "0.2")
+        start = time.monotonic()
+        with pytest.raises(StateLockedError, match="alice"):
+            reopen(backend, project)
+        assert time.monotonic() - start >= 0.2
+        monkeypatch.setenv("VEIL_LOCK_TIMEOUT", "soon")
+        with pytest.raises(veil.ConfigError, match="VEIL_LOCK_TIMEOUT"):
+            reopen(backend, project)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_lock_is_released_on_close(stack: Stack, backend: str, project: Path) -> None:

@@ -24,24 +24,30 @@ What is checked on open, before any key is used for something new (see
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import json
 import os
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import CONFIG_FORMAT, Protection, StackConfig, config_path
 from .crypto import ValueCipher, generate_data_key
 from .errors import (
     ConfigError,
     ConfigStateMismatchError,
+    PendingOutputError,
     ProviderConfigError,
     ProviderError,
     StackExistsError,
     StackNotFoundError,
     StateError,
     StateFormatError,
+    StateLockedError,
     StateRollbackError,
     VeilError,
 )
@@ -50,6 +56,7 @@ from .providers import SecretsProvider, provider_from_description, provider_from
 from .secret import Secret
 from .state.document import (
     Document,
+    PathLike,
     dump_document,
     dump_document_async,
     load_document,
@@ -59,7 +66,13 @@ from .state.document import (
 from .state.store import DEFAULT_STATE_URL, StackLock, StateStore, store_from_url
 from .workspace import Seen, Workspace
 
-__all__ = ["DEFAULT_SECRETS_PROVIDER", "Stack"]
+__all__ = [
+    "DEFAULT_SECRETS_PROVIDER",
+    "Stack",
+    "StackVersion",
+    "remove_stack",
+    "stack_history",
+]
 
 DEFAULT_SECRETS_PROVIDER = "passphrase://"
 
@@ -148,6 +161,137 @@ def _mismatch(name: str, path: Path, what: str) -> ConfigStateMismatchError:
     )
 
 
+def _seal_member(container: Any, key: str | int) -> None:
+    """``container[key]`` becomes a Secret, if the container holds that member."""
+    if isinstance(container, dict) and key in container:
+        container[key] = Secret(container[key])
+    if (
+        isinstance(container, list)
+        and isinstance(key, int)
+        and -len(container) <= key < len(container)
+    ):
+        container[key] = Secret(container[key])
+
+
+def _lock_timeout(value: float | None) -> float:
+    if value is not None:
+        return max(0.0, float(value))
+    raw = os.environ.get("VEIL_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return 0.0
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise ConfigError(f"VEIL_LOCK_TIMEOUT must be a number of seconds, not {raw!r}") from None
+
+
+def _take_lock(store: StateStore, name: str, timeout: float | None) -> StackLock:
+    """The stack's lock, waiting up to ``timeout`` seconds while another holds it."""
+    deadline = time.monotonic() + _lock_timeout(timeout)
+    delay = 0.05
+    while True:
+        try:
+            return store.lock(name)
+        except StateLockedError:
+            holder = store.lock_info(name)
+            if holder is not None and holder.pid == os.getpid() and holder.host == _hostname():
+                raise StateLockedError(
+                    f"this process already has stack {name!r} open; close it (stack.close()) "
+                    "or use a with block before opening it again"
+                ) from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 1.0)
+
+
+def _hostname() -> str:
+    import socket  # on use: it costs at import time
+
+    return socket.gethostname()
+
+
+def _recipient_url(scheme: str, description: Mapping[str, Any]) -> str:
+    """A recipient as a URL (its non-secret settings), or ``scheme://`` if its provider
+    cannot be built here."""
+    try:
+        return provider_from_description(scheme, dict(description)).url
+    except VeilError:
+        return f"{scheme}://"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class StackVersion(NamedTuple):
+    """One kept version of a stack's state, for ``veil stack history``.
+
+    ``owner``, ``host`` and ``time`` are what the writer recorded (informational:
+    read without a key, so only as trustworthy as the backend)."""
+
+    version: int
+    serial: int
+    time: str
+    owner: str
+    host: str
+    key_id: str
+    size: int
+
+
+def stack_history(store: StateStore, name: str) -> list[StackVersion]:
+    """The kept versions of stack ``name``, newest first; needs no key."""
+    out = []
+    for entry in store.history(name):
+        try:
+            data = store.read_version(name, entry.version)
+            header = read_header(data)
+            raw = json.loads(data)
+            meta = raw.get("tree", {}).get(_META, {}) if isinstance(raw.get("tree"), dict) else {}
+            who = meta.get("written_by") if isinstance(meta, dict) else None
+        except (VeilError, ValueError):
+            continue  # a damaged copy: listed by the store, not here
+        who = who if isinstance(who, dict) else {}
+        out.append(
+            StackVersion(
+                version=entry.version,
+                serial=header.serial,
+                time=str(who.get("time") or entry.time),
+                owner=str(who.get("owner") or ""),
+                host=str(who.get("host") or ""),
+                key_id=header.key_id,
+                size=entry.size,
+            )
+        )
+    return out
+
+
+def remove_stack(
+    name: str,
+    *,
+    backend: str | os.PathLike[str] | StateStore | None = None,
+    project_dir: str | os.PathLike[str] = ".",
+    remove_config: bool = False,
+) -> None:
+    """Remove stack ``name``: its state, history and lock; its config file too with
+    ``remove_config``. :class:`veil.StackNotFoundError` if there is no such stack."""
+    store = _store(backend)
+    project = _project(project_dir)
+    if not store.exists(name):
+        raise StackNotFoundError(f"no stack {name!r} in {store.url}")
+    store.break_lock(name)
+    store.delete(name)
+    store.break_lock(name)
+    workspace = Workspace(project)
+    workspace.forget(store.url, name)
+    if workspace.current_stack == name:
+        workspace.select(None)
+    if remove_config:
+        with contextlib.suppress(FileNotFoundError):
+            config_path(project, name).unlink()
+
+
 class Stack:
     """One stack: :attr:`config`, exported outputs, and the state they are saved in.
 
@@ -181,6 +325,11 @@ class Stack:
         self._exports: dict[str, Any] = dict(outputs) if isinstance(outputs, dict) else {}
         # Recipients change only through change_secrets_provider (None: keep them).
         self._new_recipients: tuple[SecretsProvider, ...] | None = None
+        self._added: list[SecretsProvider] = []
+        self._dropped: set[str] = set()
+        # Schemes removed in this session: never wrapped for again implicitly.
+        self._not_recipients: set[str] = set()
+        self._allow_plaintext: set[tuple[str | int, ...]] = set()
         self._rotate = False
         # Keys the config may still be sealed under (an interrupted rotation), kept in
         # the state until a config write under the current key is confirmed.
@@ -200,6 +349,7 @@ class Stack:
         secrets_provider: str | SecretsProvider = DEFAULT_SECRETS_PROVIDER,
         project_dir: str | os.PathLike[str] = ".",
         lock: bool = True,
+        allow_plaintext: Iterable[PathLike] = (),
     ) -> Stack:
         """Create stack ``name``: a new data key, an empty state, a config file.
 
@@ -242,7 +392,7 @@ class Stack:
             if held is not None:
                 held.release()
             raise
-        return cls(
+        stack = cls(
             name=name,
             store=store,
             provider=provider,
@@ -251,6 +401,8 @@ class Stack:
             lock=held,
             workspace=workspace,
         )
+        stack._allow(allow_plaintext)
+        return stack
 
     @classmethod
     def open(
@@ -262,6 +414,8 @@ class Stack:
         project_dir: str | os.PathLike[str] = ".",
         lock: bool = True,
         allow_rollback: bool = False,
+        lock_timeout: float | None = None,
+        allow_plaintext: Iterable[PathLike] = (),
         provider: SecretsProvider | str | None = None,
     ) -> Stack:
         """Open stack ``name``.
@@ -278,6 +432,10 @@ class Stack:
         state is older than one this project folder has seen (``allow_rollback=True``
         for a deliberate restore). ``provider=`` is a deprecated alias of
         ``secrets_provider=``.
+
+        While another writer holds the lock, :class:`veil.StateLockedError` at once, or
+        after waiting up to ``lock_timeout`` seconds (default ``VEIL_LOCK_TIMEOUT``,
+        else 0) for it to be released.
         """
         if provider is not None:
             if secrets_provider is not None:
@@ -296,7 +454,7 @@ class Stack:
                 "or Stack.create()"
             )
         workspace = Workspace(project)
-        held = store.lock(name) if lock else None
+        held = _take_lock(store, name, lock_timeout) if lock else None
         try:
             stack = cls._open_locked(
                 name, store, project, workspace, secrets_provider, held, allow_rollback
@@ -305,6 +463,7 @@ class Stack:
             if held is not None:
                 held.release()
             raise
+        stack._allow(allow_plaintext)
         return stack
 
     @classmethod
@@ -486,7 +645,9 @@ class Stack:
                 return self._provider.with_description(entry.description)
         return self._provider
 
-    def _recipient_providers(self) -> tuple[SecretsProvider, ...]:
+    def _recipient_providers(
+        self, skip: set[str] | frozenset[str] = frozenset()
+    ) -> tuple[SecretsProvider, ...]:
         """A provider for every recipient the stack was last written for: the one that
         opened it, and the others rebuilt from their stored (authenticated) settings
         with credentials from the environment. Needed to wrap a new data key."""
@@ -494,6 +655,8 @@ class Stack:
         failures: list[str] = []
         opened_scheme = self._provider.scheme
         for entry in self._document.providers:
+            if entry.scheme in skip:
+                continue
             if entry.scheme == opened_scheme:
                 # The provider that opened the stack, with the stored settings (salt,
                 # KDF cost): the recipients stay exactly what they were.
@@ -511,7 +674,11 @@ class Stack:
             raise ProviderError(
                 f"rotating the data key of stack {self._name!r} wraps it for every recipient, "
                 f"and these cannot be used here: {'; '.join(failures)}. Supply their "
-                "credentials, or remove them first (change_secrets_provider)."
+                "credentials, or remove them first (remove_recipient)."
+            )
+        if not providers:
+            raise ProviderConfigError(
+                f"stack {self._name!r} would have no recipient left; add one first"
             )
         return tuple(providers)
 
@@ -519,19 +686,26 @@ class Stack:
         """The options of the next document, and its new data key if it gets one."""
         options: dict[str, Any] = {"stack": self._name, "previous": self._document}
         new_key = None
+        recipients: tuple[SecretsProvider, ...]
         if self._new_recipients is not None:
             recipients = self._new_recipients
             options["replace_recipients"] = True
-        elif self._rotate:
-            recipients = self._recipient_providers()
         else:
-            recipients = (self._stored_provider(),)
+            dropped = self._dropped | self._not_recipients
+            if self._rotate:
+                recipients = self._recipient_providers(skip=dropped)
+            else:
+                recipients = (self._stored_provider(),)
+                options["drop_recipients"] = tuple(sorted(dropped))
+            recipients = (*recipients, *self._added)
         if self._rotate:
             new_key = generate_data_key()
             options["rotate_key"] = True
             options["data_key"] = new_key
         options["provider"] = recipients[0]
         options["additional_providers"] = recipients[1:]
+        options["allow_plaintext"] = [("outputs", *p) for p in self._allow_plaintext]
+        options["leak_hint"] = "Stack.save(allow_plaintext=[...]) (paths below the outputs)"
         return options, new_key
 
     def _tree(self, new_key: bytes | None) -> dict[str, Any]:
@@ -559,6 +733,10 @@ class Stack:
                 ledger.setdefault(key, ["", *[d for d in before if d]][:_LEDGER_DEPTH])
         self._written_ledger = ledger
         meta: dict[str, Any] = {"config": ledger}
+        if self._lock is not None:
+            # Who wrote this version, for 'veil stack history' (informational).
+            info = self._lock.info
+            meta["written_by"] = {"owner": info.owner, "host": info.host, "time": _now()}
         retired = dict(self._retired)
         if new_key is not None:
             # Until the config is written under the new key, the state vouches for the
@@ -581,8 +759,13 @@ class Stack:
         )
         self._document = document
         self._ledger = self._written_ledger  # not document.tree: building it costs a parse
+        self._seal_guarded(document)
         self._rotate = False
         self._new_recipients = None
+        self._not_recipients |= self._dropped
+        self._not_recipients -= {p.scheme for p in self._added}
+        self._dropped = set()
+        self._added = []
         # The config file is written only when its protection or values changed.
         self._config.rekey(document.cipher, protection)
         self._config.save()
@@ -601,22 +784,118 @@ class Stack:
             self._ledger = self._written_ledger
         self._retired = {}
 
-    def save(self) -> None:
+    def save(self, *, allow_plaintext: Iterable[PathLike] = ()) -> None:
         """Write state and config: every secret sealed, atomically, serial + 1.
 
         Pending Outputs raise :class:`veil.PendingOutputError` (use
-        :meth:`save_async`); unknown ones :class:`veil.UnknownValueError`."""
+        :meth:`save_async`); unknown ones :class:`veil.UnknownValueError`. A plain value
+        that holds a secret's plaintext or looks like a credential is sealed anyway,
+        with a :class:`veil.LeakWarning` naming its path below the outputs, unless that
+        path is listed in ``allow_plaintext`` (here, or on :meth:`create`/:meth:`open`:
+        ``"db.host"`` or ``("db", "host")``)."""
         self._check_writable()
+        self._allow(allow_plaintext)
         options, new_key = self._plan()
-        data, document = dump_document(self._tree(new_key), **options)
+        try:
+            data, document = dump_document(self._tree(new_key), stacklevel=2, **options)
+        except PendingOutputError as exc:
+            raise PendingOutputError(f"{exc}; or save with 'await stack.save_async()'") from None
         self._after_save(data, document)
 
-    async def save_async(self) -> None:
+    async def save_async(self, *, allow_plaintext: Iterable[PathLike] = ()) -> None:
         """:meth:`save`, first awaiting every pending Output."""
         self._check_writable()
+        self._allow(allow_plaintext)
         options, new_key = self._plan()
-        data, document = await dump_document_async(self._tree(new_key), **options)
+        data, document = await dump_document_async(self._tree(new_key), stacklevel=2, **options)
         self._after_save(data, document)
+
+    def _allow(self, paths: Iterable[PathLike]) -> None:
+        for path in [paths] if isinstance(paths, str) else paths:
+            if isinstance(path, str):
+                self._allow_plaintext.add(tuple(path.split(".")))
+            else:
+                self._allow_plaintext.add(tuple(path))
+
+    def _seal_guarded(self, document: Document) -> None:
+        """Plain values the leak guard sealed are secrets in memory too, as written."""
+        for path in document.guarded:
+            if len(path) < 2 or path[0] != "outputs":
+                continue
+            container: Any = self._exports
+            for step in path[1:-1]:
+                try:
+                    container = container[step]
+                except (KeyError, IndexError, TypeError):
+                    container = None
+                    break
+            _seal_member(container, path[-1])
+
+    # --- recipients -------------------------------------------------------------------
+
+    @property
+    def key_id(self) -> str:
+        """The id of the stack's current data key (a non-secret fingerprint)."""
+        return self._document.key_id
+
+    @property
+    def recipients(self) -> list[str]:
+        """The URLs of the providers that can open the stack, as last written."""
+        return [_recipient_url(e.scheme, e.description) for e in self._document.providers]
+
+    def add_recipient(self, provider: str | SecretsProvider) -> None:
+        """Let another provider open the stack from the next :meth:`save` on (the data
+        key is wrapped for it too; nothing is re-encrypted). One recipient per scheme:
+        :class:`veil.ProviderConfigError` if the stack already has one of its scheme."""
+        new = _provider(provider, self._project)
+        schemes = {e.scheme for e in self._document.providers} - self._dropped
+        schemes |= {p.scheme for p in self._added}
+        if new.scheme in schemes:
+            raise ProviderConfigError(
+                f"stack {self._name!r} already has a {new.scheme}:// recipient; remove it "
+                "first (a stack has one recipient per scheme; age takes several recipients "
+                "in one URL)"
+            )
+        self._added.append(new)
+
+    def remove_recipient(self, which: str, *, rotate_key: bool = True) -> str:
+        """Stop wrapping the data key for a recipient from the next :meth:`save` on.
+
+        ``which`` is a URL as :attr:`recipients` lists it, or ``scheme://``. By default
+        the data key is rotated too, since the removed recipient may have kept it
+        (``rotate_key=False`` for the cheap re-wrap). Removing the last recipient is
+        refused. Returns the URL of the removed recipient."""
+        entries = [e for e in self._document.providers if e.scheme not in self._dropped]
+        urls = [_recipient_url(e.scheme, e.description) for e in entries]
+        match = [e for e, url in zip(entries, urls, strict=True) if url == which]
+        if not match and which.endswith("://"):
+            match = [e for e in entries if e.scheme == which[:-3].lower()]
+        if not match:
+            raise ProviderConfigError(
+                f"stack {self._name!r} has no recipient {which!r}; its recipients: "
+                + ", ".join(urls)
+            )
+        if len(entries) + len(self._added) <= 1:
+            raise ProviderConfigError(
+                f"{which} is the last recipient of stack {self._name!r}; add another one "
+                "first, or use change_secrets_provider"
+            )
+        entry = match[0]
+        self._dropped.add(entry.scheme)
+        if rotate_key:
+            self._rotate = True
+        return _recipient_url(entry.scheme, entry.description)
+
+    def replace_outputs(self, outputs: Mapping[str, Any]) -> None:
+        """Replace every exported output (for ``veil stack import``); saved by :meth:`save`."""
+        if not isinstance(outputs, Mapping) or not all(isinstance(k, str) for k in outputs):
+            raise ConfigError("outputs are a mapping of output names (str) to values")
+        self._exports = dict(outputs)
+
+    @property
+    def state_tree(self) -> Any:
+        """The state as last loaded or saved, secrets as :class:`veil.Secret`."""
+        return self._document.tree
 
     def change_secrets_provider(
         self, provider: str | SecretsProvider, *, keep: bool = False, rotate_key: bool = False

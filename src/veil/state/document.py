@@ -358,6 +358,7 @@ class Document:
       (equal to ``loads`` of the bytes).
     - ``stack``, ``serial``, ``key_id``, ``providers``: the document's clear fields.
     - ``cipher``: the :class:`~veil.crypto.ValueCipher` of the data key.
+    - ``guarded``: the paths of plain values the leak guard sealed in this save.
 
     Pass it as ``previous`` to the next save of the stack: the data key is reused
     (no provider call) and unchanged secrets keep their ciphertexts. It holds the data
@@ -372,6 +373,7 @@ class Document:
         "_sealed",
         "_tree_box",
         "_tree_text",
+        "guarded",
         "key_id",
         "providers",
         "serial",
@@ -393,6 +395,7 @@ class Document:
     # Providers this document was opened or written with, and the entry each used.
     _opened_by: tuple[tuple[object, ProviderEntry], ...]
     _tree_box: list[Any]
+    guarded: tuple[tuple[str | int, ...], ...]
 
     def __init__(
         self,
@@ -407,6 +410,7 @@ class Document:
         tree_text: str | None,
         opened_by: tuple[tuple[object, ProviderEntry], ...],
         tree_box: list[Any] | None = None,
+        guarded: tuple[tuple[str | int, ...], ...] = (),
     ) -> None:
         init = object.__setattr__
         init(self, "stack", stack)
@@ -419,6 +423,7 @@ class Document:
         init(self, "_tree_text", tree_text)
         init(self, "_opened_by", opened_by)
         init(self, "_tree_box", [] if tree_box is None else tree_box)
+        init(self, "guarded", guarded)
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("a Document is immutable")
@@ -858,6 +863,7 @@ def _entries_for(
     stack: str,
     previous: Document | None,
     keep: bool,
+    drop: tuple[str, ...] = (),
 ) -> tuple[tuple[ProviderEntry, ...], tuple[tuple[object, ProviderEntry], ...]]:
     """The provider entries of a new document, and which provider made each.
 
@@ -867,7 +873,11 @@ def _entries_for(
     one whose settings are unchanged, and otherwise replaces the entry of its scheme
     (one entry per scheme) or adds one.
     """
-    entries: list[ProviderEntry] = list(previous.providers) if (keep and previous) else []
+    entries: list[ProviderEntry] = (
+        [e for e in previous.providers if e.scheme not in drop] if (keep and previous) else []
+    )
+    if not entries and not providers:
+        raise ProviderConfigError("a stack needs at least one recipient; none would be left")
     opened: list[tuple[object, ProviderEntry]] = []
     for p in providers:
         entry = None
@@ -1073,7 +1083,10 @@ def dump_document(
     strict: bool | None = None,
     allow_plaintext: Iterable[PathLike] = (),
     replace_recipients: bool = False,
+    drop_recipients: Iterable[str] = (),
     data_key: bytes | None = None,
+    stacklevel: int = 1,
+    leak_hint: str = "allow_plaintext",
 ) -> tuple[bytes, Document]:
     """Serialise ``tree`` for ``stack``; return the bytes and the new :class:`Document`.
 
@@ -1090,15 +1103,19 @@ def dump_document(
       provider it was opened with or whose ``describe()`` is unchanged. Every other
       entry of ``previous`` is kept (the recipients a stack was last written for change
       only explicitly), unless ``replace_recipients``: then exactly the given providers
-      can open the new document. ``previous`` must be a document of ``stack``
-      (:class:`~veil.UsageError` otherwise: another stack's data key is never shared).
+      can open the new document. ``drop_recipients`` names schemes whose entries are
+      left out (and providers of those schemes are ignored). ``previous`` must be a
+      document of ``stack`` (:class:`~veil.UsageError` otherwise: another stack's data
+      key is never shared).
     - ``rotate_key``: a new data key (``data_key`` if given), every value sealed afresh;
       the providers given must cover every recipient (``replace_recipients`` is implied).
     - The leak guard: a plain string that equals a secret of this document, contains one
       of at least 8 characters, or looks like a well-known credential is sealed anyway
       with a :class:`~veil.LeakWarning` naming its path; with ``strict`` (default: the
       ``VEIL_STRICT`` environment variable) :class:`~veil.PlaintextLeakError` instead.
-      Paths in ``allow_plaintext`` stay plain.
+      Paths in ``allow_plaintext`` stay plain. The warning points at the caller's line
+      (``stacklevel`` as for :func:`warnings.warn`; raise it when calling from a
+      wrapper) and names ``leak_hint`` as the way to allow a path.
     """
     return _dump(
         tree,
@@ -1111,8 +1128,10 @@ def dump_document(
         strict=strict,
         allow_plaintext=allow_plaintext,
         replace_recipients=replace_recipients,
+        drop_recipients=tuple(drop_recipients),
         data_key=data_key,
-        stacklevel=3,
+        leak_hint=leak_hint,
+        stacklevel=2 + stacklevel,
     )
 
 
@@ -1128,7 +1147,9 @@ def _dump(
     strict: bool | None = None,
     allow_plaintext: Iterable[PathLike] = (),
     replace_recipients: bool = False,
+    drop_recipients: tuple[str, ...] = (),
     data_key: bytes | None = None,
+    leak_hint: str = "allow_plaintext",
     stacklevel: int,
 ) -> tuple[bytes, Document]:
     validate_stack_name(stack)
@@ -1177,6 +1198,8 @@ def _dump(
             strict=strict,
             allow_plaintext=allow_plaintext,
             keep_recipients=not (replace_recipients or rotate_key),
+            drop_recipients=drop_recipients,
+            leak_hint=leak_hint,
             stacklevel=stacklevel + 1,
             data_key=data_key,
             cipher=cipher,
@@ -1197,6 +1220,8 @@ def _dump_paused(
     strict: bool,
     allow_plaintext: Iterable[PathLike],
     keep_recipients: bool,
+    drop_recipients: tuple[str, ...],
+    leak_hint: str,
     stacklevel: int,
     data_key: bytes,
     cipher: ValueCipher,
@@ -1216,6 +1241,7 @@ def _dump_paused(
         [p for p, k, _a, _m in leaves if type(p) is str],
         [p for p, k, _a, _m in leaves if type(p) is not str],
     )
+    guarded: tuple[tuple[str | int, ...], ...] = ()
     if leaks:
         names, paths = _normalise_allow(allow_plaintext)
 
@@ -1225,11 +1251,16 @@ def _dump_paused(
         count = len(sealer.leaves)
         replaced, reported = sealer.replace_leaks(stored, leaks, allowed)
         if reported and strict:
-            raise PlaintextLeakError(_leak_message(reported, strict=True))
+            raise PlaintextLeakError(_leak_message(reported, strict=True, hint=leak_hint))
         if reported:
-            warnings.warn(_leak_message(reported, strict=False), LeakWarning, stacklevel=stacklevel)
+            warnings.warn(
+                _leak_message(reported, strict=False, hint=leak_hint),
+                LeakWarning,
+                stacklevel=stacklevel,
+            )
             stored = replaced
             leaves.extend((v, v, aad, m) for v, aad, m in sealer.leaves[count:])
+            guarded = tuple(p for p, _reason in reported)
 
     sealed: dict[str, tuple[str | bytes, str]] = {}
     fresh: list[tuple[Any, str | bytes, str, dict[str, str]]] = []
@@ -1250,7 +1281,12 @@ def _dump_paused(
 
     providers = (provider, *additional_providers)
     entries, opened = _entries_for(
-        providers, data_key, stack, previous if not rotate_key else None, keep_recipients
+        [p for p in providers if p.scheme not in drop_recipients],
+        data_key,
+        stack,
+        previous if not rotate_key else None,
+        keep_recipients,
+        drop_recipients,
     )
     header: dict[str, Any] = {
         "veil_state": FORMAT_VERSION,
@@ -1287,11 +1323,14 @@ def _dump_paused(
         sealed=sealed,
         tree_text=tree_text,
         opened_by=opened,
+        guarded=guarded,
     )
     return data, document
 
 
-def _leak_message(reported: list[tuple[tuple[str | int, ...], str]], *, strict: bool) -> str:
+def _leak_message(
+    reported: list[tuple[tuple[str | int, ...], str]], *, strict: bool, hint: str
+) -> str:
     shown = [
         f"{format_path(p)} ({_REASONS.get(r, 'looks like a credential')})" for p, r in reported[:20]
     ]
@@ -1300,13 +1339,13 @@ def _leak_message(reported: list[tuple[tuple[str | int, ...], str]], *, strict: 
     if strict:
         return (
             f"plain values would leak a secret: {listing}. Nothing was written. Mark them "
-            "secret where they are made (veil.secret / Output.secret), or list their paths "
-            "in allow_plaintext if they are really public"
+            f"secret where they are made (veil.secret / Output.secret), or list their paths "
+            f"in {hint} if they are really public"
         )
     return (
         f"plain values held secret material and were encrypted anyway: {listing}. Mark "
         "them secret where they are made (veil.secret / Output.secret), or list their "
-        "paths in allow_plaintext if they are really public"
+        f"paths in {hint} if they are really public"
     )
 
 
