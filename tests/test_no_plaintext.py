@@ -27,7 +27,7 @@ import veil
 from veil import Output, Secret, Stack, VeilError
 from veil.cli import main as cli_main
 from veil.providers import PassphraseProvider
-from veil.redact import SecretRedactingFilter
+from veil import SecretRedactingFilter
 
 PASSPHRASE = "passphrase-" + secrets.token_hex(8)
 

@@ -22,8 +22,8 @@ from .output import (
     contains_unknowns,
     deferred_output,
 )
-from .redact import SecretRedactingFilter, install_log_filter, redact
-from .secret import MASK, Secret, is_secret, reveal
+from ._redact import SecretRedactingFilter, install_log_filter, redact
+from ._secret import MASK, Secret, is_secret, reveal
 from .stack import Stack
 
 __version__ = "0.1.0"

@@ -30,7 +30,7 @@ from .errors import (
     PlaintextLeakError,
 )
 from .output import Output
-from .secret import Secret, _collect_strings, is_secret, reveal
+from ._secret import Secret, _collect_strings, is_secret, reveal
 from .state.document import credential_shape, strict_from_env
 
 __all__ = ["CONFIG_FORMAT", "StackConfig", "config_path"]

@@ -53,7 +53,7 @@ from .errors import (
     UsageError,
     VeilError,
 )
-from .secret import Secret, _remember, scrub_exception
+from ._secret import Secret, _remember, scrub_exception
 
 __all__ = [
     "UNKNOWN",
@@ -249,7 +249,7 @@ def _observe(cell: _Cell) -> None:
 def _report_unobserved() -> None:
     if not _unobserved:
         return
-    from .redact import redact
+    from ._redact import redact
 
     cells = list(_unobserved.values())
     exc = cells[0].exc

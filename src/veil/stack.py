@@ -30,7 +30,7 @@ from .errors import (
 )
 from .output import Output
 from .providers import SecretsProvider, provider_from_description, provider_from_url
-from .secret import Secret
+from ._secret import Secret
 from .state.document import (
     Document,
     dump_document,

@@ -61,7 +61,7 @@ from ..errors import (
     SecretPickleError,
     StateFormatError,
 )
-from ..secret import Secret, is_secret, reveal
+from .._secret import Secret, is_secret, reveal
 
 __all__ = [
     "CHECK_PLAINTEXT",

@@ -44,7 +44,7 @@ from ..errors import (
     PassphraseRequiredError,
     ProviderConfigError,
 )
-from ..secret import Secret
+from .._secret import Secret
 from .base import SecretsProvider, context_bytes
 
 if TYPE_CHECKING:

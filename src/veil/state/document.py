@@ -51,7 +51,7 @@ from ..errors import (
     UnknownValueError,
     VeilError,
 )
-from ..secret import Secret, _collect_strings
+from .._secret import Secret, _collect_strings
 from .store import validate_stack_name
 
 if TYPE_CHECKING:

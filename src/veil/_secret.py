@@ -131,7 +131,7 @@ def scrub_exception(exc: BaseException, value: object) -> None:
             inside.add(repr(s)[1:-1])
             inside.add(json.dumps(s)[1:-1])
     texts = sorted(inside, key=len, reverse=True)
-    from .redact import redact  # the log filter's index of every secret seen
+    from ._redact import redact  # the log filter's index of every secret seen
 
     def mask_text(text: str) -> str:
         # A whole argument that is the secret or a piece of it (a format field name

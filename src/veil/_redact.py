@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from .secret import _MIN_REMEMBERED, MASK, known_plaintexts, plaintexts_version
+from ._secret import _MIN_REMEMBERED, MASK, known_plaintexts, plaintexts_version
 
 __all__ = ["SecretRedactingFilter", "install_log_filter", "redact"]
 
