@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import TypeVar, overload
 
 from . import providers, state
+from ._redact import SecretRedactingFilter, install_log_filter, redact
+from ._secret import MASK, Secret, is_secret, reveal
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .output import (
@@ -22,8 +24,6 @@ from .output import (
     contains_unknowns,
     deferred_output,
 )
-from ._redact import SecretRedactingFilter, install_log_filter, redact
-from ._secret import MASK, Secret, is_secret, reveal
 from .stack import Stack
 
 __version__ = "0.1.0"

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ._files import write_atomic
+from ._known import collect_strings as _collect_strings
+from ._secret import Secret, is_secret, reveal
 from .crypto import ValueCipher
 from .errors import (
     ConfigError,
@@ -30,7 +32,6 @@ from .errors import (
     PlaintextLeakError,
 )
 from .output import Output
-from ._secret import Secret, _collect_strings, is_secret, reveal
 from .state.document import credential_shape, strict_from_env
 
 __all__ = ["CONFIG_FORMAT", "StackConfig", "config_path"]

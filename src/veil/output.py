@@ -45,6 +45,9 @@ from typing import (
 if TYPE_CHECKING:
     import asyncio
 
+from ._known import remember as _remember
+from ._scrub import scrub_exception
+from ._secret import Secret
 from .errors import (
     OutputToStringError,
     PendingOutputError,
@@ -53,7 +56,6 @@ from .errors import (
     UsageError,
     VeilError,
 )
-from ._secret import Secret, _remember, scrub_exception
 
 __all__ = [
     "UNKNOWN",

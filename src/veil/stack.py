@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._secret import Secret
 from .config import StackConfig, config_path
 from .crypto import ValueCipher
 from .errors import (
@@ -30,7 +31,6 @@ from .errors import (
 )
 from .output import Output
 from .providers import SecretsProvider, provider_from_description, provider_from_url
-from ._secret import Secret
 from .state.document import (
     Document,
     dump_document,

@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from .._files import write_atomic
+from .._secret import Secret, is_secret, reveal
 from ..errors import (
     ConfigError,
     ConfigMissingError,
@@ -61,7 +62,6 @@ from ..errors import (
     SecretPickleError,
     StateFormatError,
 )
-from .._secret import Secret, is_secret, reveal
 
 __all__ = [
     "CHECK_PLAINTEXT",

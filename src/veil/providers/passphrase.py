@@ -38,13 +38,13 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from .._secret import Secret
 from ..errors import (
     IncorrectPassphraseError,
     KeyUnwrapError,
     PassphraseRequiredError,
     ProviderConfigError,
 )
-from .._secret import Secret
 from .base import SecretsProvider, context_bytes
 
 if TYPE_CHECKING:
