@@ -49,9 +49,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from .._files import write_atomic
-from .._secret import Secret, is_secret, reveal
-from ..errors import (
+from ..._files import write_atomic
+from ..._secret import Secret, is_secret, reveal
+from ...errors import (
     ConfigError,
     ConfigMissingError,
     DecryptionError,
