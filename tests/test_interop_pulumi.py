@@ -981,7 +981,8 @@ def test_a_checkpoint_that_is_not_json_is_refused_without_its_text(
     crypter: PassphraseCrypter,
 ) -> None:
     plaintext = "hunter2-" + secrets.token_hex(4)
-    text = '{"pw": {"%s": "%s", "plaintext": "%s"}' % (SIG_KEY, SECRET_SIG, plaintext)
+    whole = json.dumps({"pw": {SIG_KEY: SECRET_SIG, "plaintext": plaintext}})
+    text = whole[:-1]  # truncated
     with pytest.raises(veil.StateFormatError, match="line 1") as info:
         load_checkpoint(text, crypter)
     assert info.value.__context__ is None
