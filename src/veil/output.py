@@ -23,7 +23,7 @@ nested inputs with the walker in ``veil._inputs``.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -54,6 +54,7 @@ from ._inputs import (
     isawaitable,
     walk,
 )
+from ._json import Found, NeedsAwait, dumps_found
 from ._known import remember
 from ._scrub import scrub_exception
 from ._secret import Secret
@@ -92,6 +93,12 @@ __all__ = [
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
+# For the overloads of from_input, secret and unsecret: a dict or list of Outputs gives
+# an Output of a dict or list of their values; of scalars, of those scalars; else Any,
+# as from_input unwraps nested inputs at any depth.
+K = TypeVar("K")
+V = TypeVar("V")
+S = TypeVar("S", bound="str | bytes | int | float | bool | None")
 
 
 def _scan(val: Any) -> tuple[bool, bool]:
@@ -363,12 +370,10 @@ class Output(Generic[T_co]):
     def apply(
         self, func: Callable[[T_co], Output[U]], run_with_unknowns: bool = False
     ) -> Output[U]: ...
-
     @overload
     def apply(
         self, func: Callable[[T_co], Awaitable[U]], run_with_unknowns: bool = False
     ) -> Output[U]: ...
-
     @overload
     def apply(self, func: Callable[[T_co], U], run_with_unknowns: bool = False) -> Output[U]: ...
 
@@ -535,11 +540,33 @@ class Output(Generic[T_co]):
     @overload
     @staticmethod
     def from_input(val: Output[U]) -> Output[U]: ...
-
+    @overload
+    @staticmethod
+    def from_input(val: Secret[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def from_input(val: Awaitable[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def from_input(val: Mapping[K, Output[V]]) -> Output[dict[K, V]]: ...
+    @overload
+    @staticmethod
+    def from_input(val: Mapping[K, S]) -> Output[dict[K, S]]: ...
+    @overload
+    @staticmethod
+    def from_input(val: Mapping[K, Any]) -> Output[dict[K, Any]]: ...
+    @overload
+    @staticmethod
+    def from_input(val: list[Output[V]]) -> Output[list[V]]: ...
+    @overload
+    @staticmethod
+    def from_input(val: list[S]) -> Output[list[S]]: ...
+    @overload
+    @staticmethod
+    def from_input(val: list[Any]) -> Output[list[Any]]: ...
     @overload
     @staticmethod
     def from_input(val: Input[U]) -> Output[U]: ...
-
     @staticmethod
     def from_input(val: Input[U]) -> Output[U]:
         """An Output of ``val`` with every nested input unwrapped.
@@ -573,11 +600,33 @@ class Output(Generic[T_co]):
     @overload
     @staticmethod
     def secret(val: Output[U]) -> Output[U]: ...
-
+    @overload
+    @staticmethod
+    def secret(val: Secret[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def secret(val: Awaitable[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def secret(val: Mapping[K, Output[V]]) -> Output[dict[K, V]]: ...
+    @overload
+    @staticmethod
+    def secret(val: Mapping[K, S]) -> Output[dict[K, S]]: ...
+    @overload
+    @staticmethod
+    def secret(val: Mapping[K, Any]) -> Output[dict[K, Any]]: ...
+    @overload
+    @staticmethod
+    def secret(val: list[Output[V]]) -> Output[list[V]]: ...
+    @overload
+    @staticmethod
+    def secret(val: list[S]) -> Output[list[S]]: ...
+    @overload
+    @staticmethod
+    def secret(val: list[Any]) -> Output[list[Any]]: ...
     @overload
     @staticmethod
     def secret(val: Input[U]) -> Output[U]: ...
-
     @staticmethod
     def secret(val: Input[U]) -> Output[U]:
         """An Output of ``val`` (unwrapped as by :meth:`from_input`) marked secret."""
@@ -601,11 +650,33 @@ class Output(Generic[T_co]):
     @overload
     @staticmethod
     def unsecret(val: Output[U]) -> Output[U]: ...
-
+    @overload
+    @staticmethod
+    def unsecret(val: Secret[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: Awaitable[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: Mapping[K, Output[V]]) -> Output[dict[K, V]]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: Mapping[K, S]) -> Output[dict[K, S]]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: Mapping[K, Any]) -> Output[dict[K, Any]]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: list[Output[V]]) -> Output[list[V]]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: list[S]) -> Output[list[S]]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: list[Any]) -> Output[list[Any]]: ...
     @overload
     @staticmethod
     def unsecret(val: Input[U]) -> Output[U]: ...
-
     @staticmethod
     def unsecret(val: Input[U]) -> Output[U]:
         """The same Output, no longer marked secret. The explicit way to declassify."""
@@ -619,19 +690,15 @@ class Output(Generic[T_co]):
     @overload
     @staticmethod
     def all(*args: Output[Any]) -> Output[list[Any]]: ...
-
     @overload
     @staticmethod
     def all(**kwargs: Output[Any]) -> Output[dict[str, Any]]: ...
-
     @overload
     @staticmethod
     def all(*args: Input[Any]) -> Output[list[Any]]: ...
-
     @overload
     @staticmethod
     def all(**kwargs: Input[Any]) -> Output[dict[str, Any]]: ...
-
     @staticmethod
     def all(*args: Input[Any], **kwargs: Input[Any]) -> Output[list[Any]] | Output[dict[str, Any]]:
         """An Output of the list of ``args`` (or the dict of ``kwargs``), each unwrapped.
@@ -730,56 +797,27 @@ class Output(Generic[T_co]):
         def dump(src: Output[Any]) -> Output[str]:
             if not src._known:
                 return _make(None, False, src._secret, src._resources, True)
-            seen = _Seen()
-
-            def hook(o: Any) -> Any:
-                if isinstance(o, Output):
-                    resolved, value, known, secret, res = o._veil_snapshot_()
-                    if not resolved:
-                        raise _NeedsAwait(o)
-                    seen.secret = seen.secret or secret
-                    seen.resources |= res
-                    if not known:
-                        seen.unknown = True
-                        return None
-                    return value
-                if isinstance(o, Secret):
-                    seen.secret = True
-                    return o.reveal()
-                if default is not None:
-                    return default(o)
-                return _JSON_DEFAULT(o)
-
-            encoder: type[json.JSONEncoder] | None = None
-            if cls is not None:
-                user_cls = cls
-
-                class _Encoder(user_cls):  # type: ignore[valid-type, misc]
-                    def default(self, o: Any) -> Any:
-                        if isinstance(o, (Output, Secret)) or default is not None:
-                            return hook(o)
-                        return super().default(o)
-
-                encoder = _Encoder
-
+            seen = Found()
             try:
-                text = json.dumps(
+                text = dumps_found(
                     src._value,
+                    seen,
                     skipkeys=skipkeys,
                     ensure_ascii=ensure_ascii,
                     check_circular=check_circular,
                     allow_nan=allow_nan,
-                    cls=encoder,
+                    cls=cls,
                     indent=indent,
                     separators=separators,
-                    default=None if encoder is not None else hook,
+                    default=default,
                     sort_keys=sort_keys,
                     **kw,
                 )
-            except _NeedsAwait as need:
+            except NeedsAwait as need:
                 # An Output hidden inside an opaque object is still pending: wait for it
                 # and dump again.
-                return need.output._then(lambda _o: dump(src))
+                pending: Output[Any] = need.output
+                return pending._then(lambda _o: dump(src))
             except Exception as exc:
                 if src._secret or seen.secret:
                     scrub_exception(exc, src._value)
@@ -853,24 +891,6 @@ _TO_STRING_MESSAGE = (
     '2. Output.format("prefix{0}suffix", o)\n'
     '3. Output.concat("prefix", o, "suffix")'
 )
-
-
-_JSON_DEFAULT = json.JSONEncoder().default
-
-
-class _Seen:
-    __slots__ = ("resources", "secret", "unknown")
-
-    def __init__(self) -> None:
-        self.secret = False
-        self.unknown = False
-        self.resources: Resources = NO_RESOURCES
-
-
-class _NeedsAwait(Exception):
-    def __init__(self, output: Output[Any]) -> None:
-        super().__init__()
-        self.output = output
 
 
 def deferred_output() -> tuple[Output[T], Callable[[Output[T]], None]]:
