@@ -55,6 +55,7 @@ class Unknown:
     """A value that is not known yet (during a preview). Any instance counts."""
 
     __slots__ = ()
+    __module__ = "veil.output"  # its public home: pickles name it there
 
     def __repr__(self) -> str:
         return "UNKNOWN"
