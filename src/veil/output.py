@@ -582,8 +582,8 @@ class Output(Generic[T_co]):
         elif type(val) in SCALARS:
             return _make(val, True, False, NO_RESOURCES, True)
         elif type(val) is dict:
-            got = _gather(dict.values(val))
-            if got is not None and all(type(k) in SCALARS for k in val):
+            got = _gather(dict.values(val)) if SCALARS.issuperset(map(type, val)) else None
+            if got is not None:
                 values, known, secret, resources = got
                 return _make(dict(zip(val, values, strict=True)), known, secret, resources, True)
             try:
