@@ -24,10 +24,9 @@ from pathlib import Path
 import pytest
 
 import veil
-from veil import Output, Secret, Stack, VeilError
+from veil import Output, Secret, SecretRedactingFilter, Stack, VeilError
 from veil.cli import main as cli_main
 from veil.providers import PassphraseProvider
-from veil.redact import SecretRedactingFilter
 
 PASSPHRASE = "passphrase-" + secrets.token_hex(8)
 

@@ -19,9 +19,9 @@ from typing import Any, NoReturn, TextIO
 
 from . import __version__
 from ._files import write_atomic
+from ._redact import install_log_filter, redact
+from ._secret import MASK, Secret
 from .errors import ConfigMissingError, LeakWarning, StateFormatError, VeilError
-from .redact import install_log_filter, redact
-from .secret import MASK, Secret
 from .stack import DEFAULT_SECRETS_PROVIDER, Stack, _store
 
 __all__ = ["main"]

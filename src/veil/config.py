@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ._files import write_atomic
+from ._secret import Secret, is_secret, reveal
 from .crypto import ValueCipher
 from .errors import (
     ConfigError,
@@ -35,7 +36,6 @@ from .errors import (
     SecretPickleError,
 )
 from .output import Output
-from .secret import Secret, is_secret, reveal
 from .state.document import credential_shape, strict_from_env
 
 __all__ = ["CONFIG_FORMAT", "MAX_CONFIG_DEPTH", "Protection", "StackConfig", "config_path"]

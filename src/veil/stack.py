@@ -35,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from ._secret import Secret
 from .config import CONFIG_FORMAT, Protection, StackConfig, config_path
 from .crypto import ValueCipher, generate_data_key
 from .errors import (
@@ -53,7 +54,6 @@ from .errors import (
 )
 from .output import Output
 from .providers import SecretsProvider, provider_from_description, provider_from_url
-from .secret import Secret
 from .state.document import (
     Document,
     PathLike,

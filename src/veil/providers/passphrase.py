@@ -38,12 +38,12 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from .._secret import Secret
 from ..errors import (
     IncorrectPassphraseError,
     PassphraseRequiredError,
     ProviderConfigError,
 )
-from ..secret import Secret
 from ._envelope import KeyWrap
 from ._kdf import KEYS
 from .base import SecretsProvider

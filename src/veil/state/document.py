@@ -35,6 +35,8 @@ from math import isfinite as _isfinite
 from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
+from .._known import collect_strings as _collect_strings
+from .._secret import Secret
 from ..crypto import DATA_KEY_SIZE, ValueCipher, generate_data_key, key_id
 from ..errors import (
     DecryptionError,
@@ -52,7 +54,6 @@ from ..errors import (
     UsageError,
     VeilError,
 )
-from ..secret import Secret, _collect_strings
 from .store import validate_stack_name
 
 if TYPE_CHECKING:
