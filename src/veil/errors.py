@@ -31,6 +31,8 @@ __all__ = [
     "StateFormatError",
     "StateIntegrityError",
     "StateLockedError",
+    "StoreAccessError",
+    "StoreUnavailableError",
     "UnknownProviderError",
     "UnknownValueError",
     "UsageError",
@@ -140,6 +142,17 @@ class StateIntegrityError(StateError):
 
 class StateLockedError(StateError):
     """Another writer holds the stack's lock."""
+
+
+class StoreUnavailableError(StateError):
+    """The state store could not be reached in time (network down, wrong endpoint,
+    service not answering). Nothing was written."""
+
+
+class StoreAccessError(StateError):
+    """The state store refused or failed the request: access denied, missing or
+    expired credentials, the bucket, container, table, database or folder missing or
+    not writable. Nothing was written."""
 
 
 class StackNotFoundError(StateError):
