@@ -21,8 +21,10 @@ __all__ = [
     "PassphraseRequiredError",
     "PendingOutputError",
     "PlaintextLeakError",
+    "ProviderAccessError",
     "ProviderConfigError",
     "ProviderError",
+    "ProviderKeyError",
     "ProviderUnavailableError",
     "SecretPickleError",
     "StackExistsError",
@@ -121,6 +123,16 @@ class PassphraseRequiredError(ProviderError):
 
 class KeyFilePermissionError(ProviderError):
     """A local key file is readable by other users; ``chmod 600`` it."""
+
+
+class ProviderAccessError(ProviderError):
+    """A key service refused the caller: credentials missing, invalid or expired, or a
+    permission they lack. The message names the credential source or the permission."""
+
+
+class ProviderKeyError(ProviderError):
+    """A key service's key cannot be used: it does not exist, was deleted or disabled,
+    or is of a type that cannot encrypt (a signing key, for example)."""
 
 
 # --- State, stacks and config ------------------------------------------------------------
