@@ -23,6 +23,7 @@ import collections
 import contextlib
 import http.client
 import json
+import logging
 import os
 import re
 import socket
@@ -254,6 +255,8 @@ def moto_server() -> Iterator[MotoServer]:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+    # One log line per request would cost more than the request.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = MotoServer()
     server.start()
     try:
