@@ -62,6 +62,8 @@ def make_session(*, profile: str | None, region: str | None) -> Any:
     """
     global _loader
     core = botocore.session.Session()
+    if profile is not None and profile not in core.available_profiles:
+        raise botocore.exceptions.ProfileNotFound(profile=profile)
     with _loader_lock:
         if _loader is None:
             _loader = core.get_component("data_loader")
