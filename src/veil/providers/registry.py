@@ -40,6 +40,7 @@ _BUILTIN: dict[str, str] = {
     "passphrase": "veil.providers.passphrase:PassphraseProvider",
     "file": "veil.providers.local:LocalKeyProvider",
     "age": "veil.providers.age:AgeProvider",
+    "awskms": "veil.providers.aws:AwsKmsProvider",
 }
 
 _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*\Z")
