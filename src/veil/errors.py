@@ -157,12 +157,14 @@ class StateLockedError(StateError):
 
 
 class StoreUnavailableError(StateError):
-    """A state store could not be reached, or did not answer in time."""
+    """The state store could not be reached in time (network down, wrong endpoint,
+    service not answering). Nothing was written."""
 
 
 class StoreAccessError(StateError):
-    """A state store refused access: bad credentials, a missing privilege (the message
-    names it), or a database, table or bucket that does not exist."""
+    """The state store refused or failed the request: access denied, missing or
+    expired credentials, the bucket, container, table, database or folder missing or
+    not writable. Nothing was written."""
 
 
 class StackNotFoundError(StateError):
