@@ -256,9 +256,10 @@ class PostgresStore(StateStore):
         self._conn = None
         failure: tuple[str, str] | None = None
         try:
+            given = psycopg.conninfo.conninfo_to_dict(self._conninfo)
             self._conn = psycopg.connect(
                 self._conninfo,
-                connect_timeout=CONNECT_TIMEOUT,
+                connect_timeout=given.get("connect_timeout", CONNECT_TIMEOUT),
                 options=(
                     f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
                     f"-c lock_timeout={LOCK_TIMEOUT_MS} "
@@ -305,8 +306,8 @@ class PostgresStore(StateStore):
             raise StoreAccessError(f"the user named in {where} does not exist on the server")
         if "timeout" in lowered or "timed out" in lowered:
             raise StoreUnavailableError(
-                f"PostgreSQL at {where} did not answer within {CONNECT_TIMEOUT} s; check the "
-                "host, the port and the network"
+                f"PostgreSQL at {where} did not answer in time; check the host, the port "
+                "and the network"
             )
         reason = "connection refused" if "refused" in lowered else "cannot connect"
         raise StoreUnavailableError(
