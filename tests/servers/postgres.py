@@ -30,7 +30,7 @@ def free_port() -> int:
         return port
 
 
-def _bin_dir() -> Path | None:
+def postgres_bin_dir() -> Path | None:
     found = shutil.which("initdb")
     if found and shutil.which("pg_ctl"):
         return Path(os.path.realpath(found)).parent
@@ -98,7 +98,7 @@ def _run(command: list[str], as_postgres: bool) -> None:
 
 
 def bin_dir_or_skip() -> Path:
-    bin_dir = _bin_dir()
+    bin_dir = postgres_bin_dir()
     if bin_dir is None:
         reason = "PostgreSQL's initdb and pg_ctl are missing: apt-get install postgresql"
         if os.environ.get("CI"):
