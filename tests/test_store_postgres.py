@@ -359,7 +359,7 @@ def test_stack_through_veil_on_postgres(pg_env: Database, tmp_path: Path) -> Non
     with Stack.create("dev", backend=url, secrets_provider=key, project_dir=tmp_path) as s:
         s.export("pw", Secret("hunter2"))
         s.save()
-        with pytest.raises(veil.StateLockedError, match="veil stack unlock dev"):
+        with pytest.raises(veil.StateLockedError, match=r"break_lock\('dev'\)"):
             Stack.open("dev", backend=url, project_dir=tmp_path)
     with Stack.open("dev", backend=url, project_dir=tmp_path) as s:
         assert veil.reveal(s.outputs["pw"]) == "hunter2"

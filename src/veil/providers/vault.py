@@ -329,8 +329,9 @@ class VaultTransitProvider(SecretsProvider):
                     f"{capability}"
                 )
             raise ProviderAccessError(
-                f"{_NAME}: {address} refused the token: it is invalid, expired or revoked. "
-                "Log in again ('vault login' / 'bao login') or set a valid VAULT_TOKEN"
+                f"{_NAME}: {address} refused the token: it is invalid, expired or revoked "
+                "(or its policies allow neither this path nor auth/token/lookup-self). Log in "
+                "again ('vault login' / 'bao login') or set a valid VAULT_TOKEN"
             )
         if status == 404 or "no handler for route" in lowered:
             raise ProviderConfigError(

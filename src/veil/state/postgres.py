@@ -465,7 +465,7 @@ class PostgresStore(StateStore):
         who = holder.describe() if holder is not None else "an unreadable lock record"
         return StateLockedError(
             f"stack {stack!r} is locked by {who}. Wait for that run to finish. If it "
-            f"crashed, break the lock with 'veil stack unlock {stack}' or "
+            "crashed, break the lock with "
             f"veil.state.store_from_url({self._public_url!r}).break_lock({stack!r})."
         )
 
