@@ -390,6 +390,20 @@ def test_wrapped_key_of_another_stack_does_not_unwrap(vault_env: OpenBao, keys: 
         p.unwrap_key(wrapped, {"stack": "dev"})
 
 
+def test_nothing_is_written_when_the_provider_fails(
+    vault_env: OpenBao, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from veil.state import FileStore
+
+    store = FileStore(tmp_path / "state")
+    monkeypatch.setenv("VAULT_ADDR", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(veil.ProviderUnavailableError):
+        Stack.create("dev", backend=store, secrets_provider="hashivault://k", project_dir=tmp_path)
+    assert store.list_stacks() == []
+    assert store.lock_info("dev") is None
+    assert list(tmp_path.glob("veil.*")) == []
+
+
 # --- calls per stack open --------------------------------------------------------------
 
 

@@ -339,6 +339,18 @@ def test_documented_grants_are_enough(pg_env: Database) -> None:
     assert store.break_lock("dev") is None
 
 
+def test_tables_dropped_while_in_use(pg_env: Database) -> None:
+    table = table_name()
+    store = store_from_url(pg_env.url(table))
+    store.write("dev", b"x")
+    pg_env.server.execute(pg_env.name, f"DROP TABLE {table}, {table}_history, {table}_locks")
+    with pytest.raises(veil.StoreAccessError, match="are gone"):
+        store.read("dev")
+    assert not store.exists("dev")  # created again, empty
+    store.write("dev", b"y")
+    assert [e.version for e in store.history("dev")] == [1]
+
+
 def test_server_restart_is_survived_by_the_next_call(pg_env: Database) -> None:
     store = store_from_url(pg_env.url(table_name()))
     assert isinstance(store, PostgresStore)

@@ -384,6 +384,13 @@ class PostgresStore(StateStore):
                 f"the schema {self._schema!r} named by table= in {where} does not exist: "
                 f"CREATE SCHEMA {self._schema}"
             )
+        if sqlstate == "42P01":
+            self._ready = False  # the next call creates them again
+            raise StoreAccessError(
+                f"veil's tables {self._qualified('')}, {self._qualified('_history')} and "
+                f"{self._qualified('_locks')} at {where} are gone (dropped while in use?); "
+                "the next call creates them again if the user may"
+            )
         if sqlstate == "55P03":
             raise StateLockedError(
                 f"a row of {self._qualified('')} at {where} stayed locked by another "
