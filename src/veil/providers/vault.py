@@ -250,8 +250,7 @@ class VaultTransitProvider(SecretsProvider):
                 timeout=self._timeout,
                 verify=verify,
             )
-            # No proxy from the environment's HTTP_PROXY unless NO_PROXY says otherwise:
-            # requests' default; and no retries (requests' adapters retry 0 times).
+            # requests retries nothing by default, so the timeouts bound each call.
             self._client = client
         return self._client
 
