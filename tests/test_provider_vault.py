@@ -429,3 +429,15 @@ def test_one_transit_call_opens_a_stack_of_10000_secrets_and_none_saves_it_uncha
         s.save()
     assert vault_env.requests_to("count/") - before == 1
     assert vault_env.requests_to("count/decrypt/k") == 1
+
+
+def test_key_version_below_min_decryption_version(vault_env: OpenBao) -> None:
+    vault_env.create_key("veil-trimmed")
+    p = VaultTransitProvider("veil-trimmed")
+    old = p.wrap_key(generate_data_key(), CONTEXT)
+    vault_env.root.secrets.transit.rotate_key("veil-trimmed")
+    vault_env.root.secrets.transit.update_key_configuration(
+        "veil-trimmed", min_decryption_version=2
+    )
+    with pytest.raises(veil.ProviderKeyError, match="min_decryption_version"):
+        p.unwrap_key(old, CONTEXT)

@@ -351,12 +351,13 @@ class VaultTransitProvider(SecretsProvider):
             raise ProviderUnavailableError(
                 f"{_NAME}: {address} is sealed or in standby; unseal it or try another node"
             )
+        if "disallowed by policy" in lowered:
+            raise ProviderKeyError(
+                f"{_NAME}: the wrapped data key was made with a version of {self._where()} "
+                "that the key's min_decryption_version no longer allows; lower it to open "
+                "the stack, then rotate the stack's data key"
+            )
         if status == 400 and operation == "decrypt":
-            if "minimum" in lowered or "archived" in lowered:
-                raise KeyUnwrapError(
-                    f"{_NAME}: the wrapped data key was made with a version of {self._where()} "
-                    "that may no longer decrypt (min_decryption_version was raised)"
-                )
             raise KeyUnwrapError(
                 f"{_NAME}: {self._where()} could not decrypt the wrapped data key: it was "
                 "made with another key or for another stack, or it was altered"
