@@ -376,3 +376,23 @@ def test_stack_through_veil_on_postgres(pg_env: Database, tmp_path: Path) -> Non
     with Stack.open("dev", backend=url, project_dir=tmp_path) as s:
         assert veil.reveal(s.outputs["pw"]) == "hunter2"
         assert s.serial >= 1
+
+
+def test_a_connection_string_gives_a_url_without_the_password(pg_env: Database) -> None:
+    store = PostgresStore(
+        f"host=127.0.0.1 port={pg_env.server.port} user={pg_env.owner} "
+        f"password={pg_env.owner_password} dbname={pg_env.name}",
+        table=table_name(),
+        history_size=4,
+    )
+    store.write("dev", b"x")
+    assert pg_env.owner_password not in store.url
+    again = store_from_url(store.url)
+    assert isinstance(again, PostgresStore)
+    assert again.read("dev") == b"x"  # with PGPASSWORD
+    assert again.history_size == 4
+
+
+def test_unix_socket_folder_stays_in_the_url() -> None:
+    store = store_from_url("postgres://me@/infra?host=/var/run/postgresql&sslmode=disable")
+    assert store.url == "postgres://me@/infra?host=/var/run/postgresql&sslmode=disable"

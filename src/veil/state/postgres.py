@@ -97,6 +97,28 @@ def _iso(when: _dt.datetime) -> str:
     return when.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _public_url(params: dict[str, Any], table: str, history: int) -> str:
+    """A ``postgres://`` URL for connection parameters, without the password."""
+    user, host = str(params.get("user") or ""), str(params.get("host") or "")
+    port, dbname = str(params.get("port") or ""), str(params.get("dbname") or "")
+    netloc = quote(user, safe="") + "@" if user else ""
+    query = [(k, str(params[k])) for k in sorted(_LIBPQ_PARAMS - {"host"}) if params.get(k)]
+    if host.startswith("/") or "," in host:  # a Unix socket folder, or several hosts
+        query.insert(0, ("host", host))
+    elif host:
+        netloc += f"[{host}]" if ":" in host else quote(host, safe="")
+    if port:
+        netloc += f":{port}"
+    if table != DEFAULT_TABLE:
+        query.append(("table", table))
+    if history != DEFAULT_HISTORY_SIZE:
+        query.append(("history", str(history)))
+    url = f"postgres://{netloc}/{quote(dbname, safe='')}"
+    if query:
+        url += "?" + "&".join(f"{k}={quote(v, safe='/')}" for k, v in query)
+    return url
+
+
 class _PostgresStackLock(StackLock):
     def __init__(self, store: PostgresStore, stack: str, info: LockInfo, version: int) -> None:
         self.stack = stack
@@ -134,7 +156,6 @@ class PostgresStore(StateStore):
         *,
         table: str = DEFAULT_TABLE,
         history_size: int = DEFAULT_HISTORY_SIZE,
-        public_url: str | None = None,
     ) -> None:
         _require_psycopg()
         if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 0:
@@ -149,7 +170,11 @@ class PostgresStore(StateStore):
         self._schema, self._table = match.group(1), match.group(2)
         self.table = table
         self.history_size = history_size
-        self._public_url = public_url or "postgres://"
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(conninfo)
+        except psycopg.Error:
+            raise StateError("not a libpq connection string or postgres:// URL") from None
+        self._public_url = _public_url(params, table, history_size)
         self._conn: Any = None
         self._ready = False
         self._mutex = threading.RLock()
@@ -200,22 +225,7 @@ class PostgresStore(StateStore):
         if dbname:
             params["dbname"] = dbname
         params.update(libpq)
-        conninfo = psycopg.conninfo.make_conninfo(**params)
-        # The public form: the same URL without the password.
-        netloc = quote(user, safe="") + "@" if user else ""
-        if host:
-            netloc += f"[{host}]" if ":" in host else quote(host, safe="")
-        if port:
-            netloc += f":{port}"
-        query = [(k, v) for k, v in libpq]
-        if table != DEFAULT_TABLE:
-            query.append(("table", table))
-        if history != DEFAULT_HISTORY_SIZE:
-            query.append(("history", str(history)))
-        public = f"postgres://{netloc}/{quote(dbname, safe='')}"
-        if query:
-            public += "?" + "&".join(f"{k}={quote(v, safe='/')}" for k, v in query)
-        return cls(conninfo, table=table, history_size=history, public_url=public)
+        return cls(psycopg.conninfo.make_conninfo(**params), table=table, history_size=history)
 
     @property
     def url(self) -> str:
