@@ -396,3 +396,25 @@ def test_a_connection_string_gives_a_url_without_the_password(pg_env: Database) 
 def test_unix_socket_folder_stays_in_the_url() -> None:
     store = store_from_url("postgres://me@/infra?host=/var/run/postgresql&sslmode=disable")
     assert store.url == "postgres://me@/infra?host=/var/run/postgresql&sslmode=disable"
+
+
+def test_tables_created_from_the_documented_sql_work(pg_env: Database) -> None:
+    """docs/backends.md's CREATE TABLE and GRANT statements, run by an administrator,
+    are all a user without CREATE needs."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "backends.md").read_text()
+    blocks = [b.split("\n", 1)[1] for b in doc.split("```")[1::2] if b.startswith("sql\n")]
+    create = next(b for b in blocks if "CREATE TABLE veil_state (" in b)
+    grants = next(b for b in blocks if "GRANT SELECT, INSERT" in b)
+    role, password = pg_env.server.create_role()
+    table = table_name()
+    pg_env.server.execute(pg_env.name, create.replace("veil_state", table))
+    pg_env.server.execute(
+        pg_env.name,
+        grants.replace("veil_state", table)
+        .replace("TO veil", f"TO {role}")
+        .replace("DATABASE infra", f"DATABASE {pg_env.name}"),
+    )
+    store = store_from_url(pg_env.server.url(pg_env.name, role, password, f"?table={table}"))
+    with store.lock("dev"):
+        store.write("dev", b"x")
+    assert store.read_version("dev", 1) == b"x"

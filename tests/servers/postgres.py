@@ -108,8 +108,11 @@ def bin_dir_or_skip() -> Path:
 
 
 @contextlib.contextmanager
-def running_postgres(bin_dir: Path) -> Iterator[Postgres]:
-    """Start a server in a fresh temporary folder; stop it and remove the folder on exit."""
+def running_postgres(bin_dir: Path, *, durable: bool = False) -> Iterator[Postgres]:
+    """Start a server in a fresh temporary folder; stop it and remove the folder on exit.
+
+    ``durable=False`` (for tests) turns fsync off; benchmarks keep PostgreSQL's defaults.
+    """
     as_postgres = os.geteuid() == 0
     # Not under pytest's temporary folder: its parents are private to root.
     folder = Path(tempfile.mkdtemp(prefix="veil-pg-"))
@@ -138,11 +141,10 @@ def running_postgres(bin_dir: Path) -> Iterator[Postgres]:
             ],
             as_postgres,
         )
-        # Speed over durability: the server's own crash safety is not under test here.
-        options = (
-            f"-k {sockets} -h 127.0.0.1 -p {port} -c fsync=off -c synchronous_commit=off "
-            "-c full_page_writes=off -c max_connections=200"
-        )
+        options = f"-k {sockets} -h 127.0.0.1 -p {port} -c max_connections=200"
+        if not durable:
+            # Speed over durability: the server's own crash safety is not under test.
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         _run([pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w", "start"], as_postgres)
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(folder, ignore_errors=True)
