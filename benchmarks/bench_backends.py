@@ -3,9 +3,11 @@ next to the file store.
 
 Run: python benchmarks/bench_backends.py [--secrets 1000,10000] [--rounds R]
 
-Needs ``pip install -e '.[test,aws]'``. Every store's service runs locally on
-127.0.0.1, started here: S3 is moto's server behind the counting front of
-``tests/servers/moto.py``, which also counts the requests each operation costs. The
+Needs ``pip install -e '.[test,aws,postgres]'`` and PostgreSQL's ``initdb``/``pg_ctl``.
+Every store's service runs locally on 127.0.0.1, started here: S3 is moto's server
+behind the counting front of ``tests/servers/moto.py``, which also counts the requests
+each operation costs; PostgreSQL is a server from this machine's binaries
+(``tests/servers/postgres.py``), each save one transaction. The
 key provider is a local key file (``file://``) everywhere, so only the store differs.
 
 Per store and size: a stack is created with N secrets; each round changes one secret
@@ -130,7 +132,19 @@ def case_s3(bench: Bench) -> Iterator[Row]:
         server.stop()
 
 
-CASES: list[Case] = [case_file, case_s3]
+def case_postgres(bench: Bench) -> Iterator[Row]:
+    from servers.postgres import postgres_bin_dir, running_postgres
+
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        print("postgres://: skipped, PostgreSQL's initdb and pg_ctl are missing")
+        return
+    with running_postgres(bin_dir, durable=True) as pg:  # fsync on, as in production
+        database = pg.create_database("bench")
+        yield from bench.measure("postgres://", pg.url(database, query="?table=bench"))
+
+
+CASES: list[Case] = [case_file, case_s3, case_postgres]
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from .registry import (
 if TYPE_CHECKING:
     from .age import AgeProvider
     from .aws import AwsKmsProvider
+    from .vault import VaultTransitProvider
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -33,6 +34,7 @@ __all__ = [
     "LocalKeyProvider",
     "PassphraseProvider",
     "SecretsProvider",
+    "VaultTransitProvider",
     "context_bytes",
     "known_schemes",
     "provider_class",
@@ -47,6 +49,7 @@ __all__ = [
 _LAZY = {
     "AgeProvider": "age",
     "AwsKmsProvider": "aws",
+    "VaultTransitProvider": "vault",
 }
 
 

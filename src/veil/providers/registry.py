@@ -41,6 +41,7 @@ _BUILTIN: dict[str, str] = {
     "file": "veil.providers.local:LocalKeyProvider",
     "age": "veil.providers.age:AgeProvider",
     "awskms": "veil.providers.aws:AwsKmsProvider",
+    "hashivault": "veil.providers.vault:VaultTransitProvider",
 }
 
 _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*\Z")
