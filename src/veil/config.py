@@ -18,8 +18,9 @@ return secret Outputs for it too.
 from __future__ import annotations
 
 import json
+import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,17 @@ from .errors import (
 from .output import Output
 from .state.document import credential_shape, strict_from_env
 
-__all__ = ["CONFIG_FORMAT", "MAX_CONFIG_DEPTH", "Protection", "StackConfig", "config_path"]
+__all__ = [
+    "CONFIG_FORMAT",
+    "MAX_CONFIG_DEPTH",
+    "ConfigFile",
+    "Protection",
+    "StackConfig",
+    "config_path",
+    "parse_path",
+    "split_key_path",
+    "value_digest",
+]
 
 CONFIG_FORMAT = "veil.config/2"
 _OLD_FORMAT = "veil.config/1"  # held a copy of the wrapped data key; read, never written
@@ -56,8 +67,50 @@ def config_path(project_dir: str | Path, stack: str) -> Path:
 _AAD_LABEL = "veil.config/1"
 
 
-def _aad(stack: str, key: str) -> bytes:
-    return json.dumps([_AAD_LABEL, stack, key], ensure_ascii=True).encode("ascii")
+def _aad(stack: str, key: str, path: Sequence[str | int] = ()) -> bytes:
+    # A leaf inside a value (set with a path) also binds its path below the key.
+    parts: list[Any] = [_AAD_LABEL, stack, key]
+    if path:
+        parts.append(list(path))
+    return json.dumps(parts, ensure_ascii=True).encode("ascii")
+
+
+_PATH_TOKEN = re.compile(
+    r"""\.?(?P<name>[A-Za-z_$][A-Za-z0-9_$:-]*)|\[(?P<index>\d+)\]|\[(?P<quoted>"(?:[^"\\]|\\.)*")\]"""
+)
+
+
+def parse_path(text: str) -> list[str | int]:
+    """A Pulumi-style path (``hosts[0]``, ``db.password``, ``["a.b"].c``) as a list of
+    keys and indexes; :class:`veil.ConfigError` quoting it if malformed."""
+    if not isinstance(text, str) or not text:
+        raise ConfigError(f"a config path is a non-empty string such as 'hosts[0]', not {text!r}")
+    out: list[str | int] = []
+    at = 0
+    while at < len(text):
+        m = _PATH_TOKEN.match(text, at)
+        if m is None or (at == 0 and text.startswith(".")) or m.end() == at:
+            raise ConfigError(
+                f"malformed config path {text!r} at character {at + 1}: use names "
+                "separated by '.', [N] for list items and [\"...\"] for other keys"
+            )
+        if m.group("name") is not None:
+            out.append(m.group("name"))
+        elif m.group("index") is not None:
+            out.append(int(m.group("index")))
+        else:
+            out.append(json.loads(m.group("quoted")))
+        at = m.end()
+    return out
+
+
+def split_key_path(text: str) -> tuple[str, list[str | int]]:
+    """``app:db.hosts[0]`` -> (``app:db``, ``["hosts", 0]``): the config key is the
+    first segment (it may hold ':'), the path the rest."""
+    parts = parse_path(text)
+    if not isinstance(parts[0], str):
+        raise ConfigError(f"config path {text!r} must start with a config key")
+    return parts[0], parts[1:]
 
 
 MAX_CONFIG_DEPTH = 64
@@ -317,19 +370,25 @@ class StackConfig:
             version=doc["format"],
         )
 
-    def _parse_value(self, key: str, raw: Any) -> Any:
-        if isinstance(raw, dict) and set(raw) == {_SECURE}:
-            token = raw[_SECURE]
-            if not isinstance(token, str):
-                raise ConfigError(f"config key {key!r}: 'secure' must hold a sealed string")
-            return _Sealed(token)
+    def _parse_value(self, key: str, raw: Any, path: tuple[str | int, ...] = ()) -> Any:
+        """The stored value with each ``{"secure": ...}`` leaf, at any depth, as _Sealed."""
+        if isinstance(raw, dict):
+            if set(raw) == {_SECURE}:
+                token = raw[_SECURE]
+                if not isinstance(token, str):
+                    raise ConfigError(f"config key {key!r}: 'secure' must hold a sealed string")
+                return _Sealed(token, path)
+            return {k: self._parse_value(key, v, (*path, k)) for k, v in raw.items()}
+        if isinstance(raw, list):
+            return [self._parse_value(key, v, (*path, i)) for i, v in enumerate(raw)]
         return raw
 
     def render(self) -> bytes:
         """The file's bytes: stable, one member per line, diff-friendly."""
-        values: dict[str, Any] = {}
-        for key, value in self._values.items():
-            values[key] = {_SECURE: value.token} if isinstance(value, _Sealed) else value
+        values = {
+            key: _map_sealed(value, lambda sealed: {_SECURE: sealed.token})
+            for key, value in self._values.items()
+        }
         doc = {
             "format": CONFIG_FORMAT,
             "stack": self._stack,
@@ -381,8 +440,9 @@ class StackConfig:
         return len(self._values)
 
     def is_secret(self, key: str) -> bool:
-        """Whether ``key`` is stored secure (sealed), as Pulumi's ``is_secret``."""
-        return isinstance(self._values.get(key), _Sealed)
+        """Whether ``key`` is stored secure (sealed), whole or in part (a leaf set with a
+        path), as Pulumi's ``is_secret``."""
+        return any(True for _ in _sealed_leaves(self._values.get(key)))
 
     def is_secure(self, key: str) -> bool:
         """Deprecated alias of :meth:`is_secret`."""
@@ -390,23 +450,23 @@ class StackConfig:
 
     def _open(self, key: str, sealed: _Sealed) -> Any:
         try:
-            return self._cipher.open(sealed.token, _aad(self._stack, key))
+            return self._cipher.open(sealed.token, _aad(self._stack, key, sealed.path))
         except DecryptionError:
             pass
+        where = key + (format_config_path(sealed.path) if sealed.path else "")
+        flag = " --path" if sealed.path else ""
         raise DecryptionError(
-            f"config key {key!r} of stack {self._stack!r} does not open: it was edited, "
+            f"config key {where!r} of stack {self._stack!r} does not open: it was edited, "
             "copied from another key or stack, or sealed under another key. Set it "
-            f"again with 'veil config set {key} --secret'."
+            f"again with 'veil config set{flag} {where} --secret'."
         )
 
     def value(self, key: str) -> Any:
-        """The stored value of ``key``: plain, or a :class:`veil.Secret` if secure."""
+        """The stored value of ``key``: plain, or a :class:`veil.Secret` if secure; a
+        value with secure leaves (set with a path) has a Secret at each of them."""
         if key not in self._values:
             raise ConfigMissingError(self._missing(key))
-        stored = self._values[key]
-        if isinstance(stored, _Sealed):
-            return Secret(self._open(key, stored))
-        return stored
+        return _map_sealed(self._values[key], lambda sealed: Secret(self._open(key, sealed)))
 
     def _missing(self, key: str) -> str:
         return (
@@ -436,9 +496,21 @@ class StackConfig:
 
     # --- writing --------------------------------------------------------------------
 
-    def set(self, key: str, value: Any, *, secret: bool = False) -> None:
+    def set(
+        self,
+        key: str,
+        value: Any,
+        *,
+        secret: bool = False,
+        path: str | Sequence[str | int] | None = None,
+    ) -> None:
         """Set ``key``. Stored secure if ``secret`` or if ``value`` is itself secret (a
         :class:`veil.Secret` or a resolved secret Output).
+
+        With ``path`` (Pulumi's ``--path``: ``"hosts[0]"``, ``"db.password"``, below
+        the key), only that place inside the key's value is set, creating dicts and
+        lists as needed; with ``secret`` that leaf alone is sealed and the rest of the
+        value stays readable.
 
         A plain value that equals or contains the plaintext of a secure value, or looks
         like a credential, is stored secure anyway with a :class:`veil.LeakWarning`
@@ -449,18 +521,79 @@ class StackConfig:
             secret = True
         plain = reveal(value)
         _check_json(plain, key)  # NaN and infinities included: JSON has none
+        steps = parse_path(path) if isinstance(path, str) else list(path or ())
         if not secret:
             secret = self._guard(key, plain)
+        if steps:
+            self._set_at(key, steps, plain, secret)
+            return
         if secret:
             current = self._values.get(key)
             # Unchanged secure values keep their ciphertext: no churn in the committed file.
             if isinstance(current, _Sealed) and self._holds(key, current, plain):
                 return
-            self._values[key] = _Sealed(self._cipher.seal(plain, _aad(self._stack, key)))
+            self._values[key] = _Sealed(self._cipher.seal(plain, _aad(self._stack, key)), ())
         else:
             if key in self._values and self._values[key] == plain:
                 return
             self._values[key] = plain
+        self._dirty = True
+
+    def _set_at(self, key: str, steps: list[str | int], plain: Any, secret: bool) -> None:
+        where = key + format_config_path(steps)
+        current = self._values.get(key)
+        if isinstance(current, _Sealed):
+            raise ConfigError(
+                f"config key {key!r} is stored secure as a whole; set it again without a "
+                f"path, or remove it first, to set {where!r}"
+            )
+        root: Any = _copy_containers(current) if key in self._values else None
+        holder: Any = None
+        node = root
+        for i, step in enumerate(steps):
+            if node is None:
+                node = [] if isinstance(step, int) else {}
+                if holder is None:
+                    root = node
+                else:
+                    holder[0][holder[1]] = node
+            if isinstance(step, int):
+                if not isinstance(node, list):
+                    raise ConfigError(
+                        f"{where!r}: {key + format_config_path(steps[:i])} is not a list"
+                    )
+                if step > len(node):
+                    raise ConfigError(
+                        f"{where!r}: index {step} is past the end of a list of {len(node)}"
+                    )
+                if step == len(node):
+                    node.append(None)
+            elif not isinstance(node, dict):
+                above = key + format_config_path(steps[:i])
+                raise ConfigError(f"{where!r}: {above} is not a dict")
+            elif step not in node:
+                node[step] = None
+            holder = (node, step)
+            if isinstance(node[step], _Sealed) and i < len(steps) - 1:
+                raise ConfigError(
+                    f"{where!r}: {key + format_config_path(steps[: i + 1])} is secure"
+                )
+            node = node[step]
+        container, last = holder
+        leaf_path = tuple(steps)
+        before = container[last]
+        if secret:
+            if isinstance(before, _Sealed) and self._holds(key, before, plain):
+                return
+            container[last] = _Sealed(
+                self._cipher.seal(plain, _aad(self._stack, key, leaf_path)), leaf_path
+            )
+        else:
+            if before == plain and not isinstance(before, _Sealed):
+                return
+            container[last] = plain
+        _check_json(_map_sealed(root, lambda _s: None), key)
+        self._values[key] = root
         self._dirty = True
 
     def _holds(self, key: str, sealed: _Sealed, plain: Any) -> bool:
@@ -475,9 +608,9 @@ class StackConfig:
     def _secure_plaintexts(self) -> list[str]:
         found: list[str] = []
         for key, value in self._values.items():
-            if isinstance(value, _Sealed):
+            for _path, sealed in _sealed_leaves(value):
                 try:
-                    _strings(self._open(key, value), found)
+                    _strings(self._open(key, sealed), found)
                 except DecryptionError:
                     continue
         return found
@@ -519,32 +652,63 @@ class StackConfig:
         warnings.warn(message, LeakWarning, stacklevel=4)
         return True
 
-    def remove(self, key: str) -> None:
-        """Remove ``key``; :class:`veil.ConfigMissingError` if it is not set."""
+    def remove(self, key: str, *, path: str | Sequence[str | int] | None = None) -> None:
+        """Remove ``key`` (or, with ``path``, one place inside its value);
+        :class:`veil.ConfigMissingError` if it is not set."""
         if key not in self._values:
             raise ConfigMissingError(
                 f"configuration key {key!r} is not set in stack {self._stack!r}"
             )
-        del self._values[key]
+        steps = parse_path(path) if isinstance(path, str) else list(path or ())
+        if not steps:
+            del self._values[key]
+            self._dirty = True
+            return
+        root = _copy_containers(self._values[key])
+        node: Any = root
+        for step in steps[:-1]:
+            try:
+                node = node[step]
+            except (KeyError, IndexError, TypeError):
+                node = None
+                break
+        if not _delete_member(node, steps[-1]):
+            raise ConfigMissingError(
+                f"configuration key {key + format_config_path(steps)!r} is not set in "
+                f"stack {self._stack!r}"
+            )
+        # A leaf's associated data holds its path: leaves after a removed list item
+        # moved, so they are sealed again at their new places.
+        self._values[key] = self._resealed_in_place(key, root)
         self._dirty = True
+
+    def _resealed_in_place(self, key: str, value: Any, path: tuple[str | int, ...] = ()) -> Any:
+        if isinstance(value, _Sealed):
+            if value.path == path:
+                return value
+            plain = self._open(key, value)
+            return _Sealed(self._cipher.seal(plain, _aad(self._stack, key, path)), path)
+        if isinstance(value, dict):
+            return {k: self._resealed_in_place(key, v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._resealed_in_place(key, v, (*path, i)) for i, v in enumerate(value)]
+        return value
 
     # --- what the stack needs ---------------------------------------------------------
 
     def secure_keys(self) -> list[str]:
-        """The keys stored secure."""
-        return [k for k, v in self._values.items() if isinstance(v, _Sealed)]
+        """The keys stored secure, whole or in part."""
+        return [k for k in self._values if self.is_secret(k)]
 
     def digests(self, cipher: ValueCipher, *, strict: bool = True) -> dict[str, str]:
-        """For each secure value, a keyed digest of its plaintext under ``cipher``: what
-        the state records so that an older value copied into the file is recognised.
-        A value that does not open raises :class:`veil.DecryptionError`, or with
-        ``strict=False`` is left out."""
+        """For each key holding secure values, a keyed digest of its whole value with
+        the secure leaves opened, under ``cipher``: what the state records so that an
+        older value copied into the file is recognised. A value that does not open
+        raises :class:`veil.DecryptionError`, or with ``strict=False`` is left out."""
         out: dict[str, str] = {}
-        for key, value in self._values.items():
-            if not isinstance(value, _Sealed):
-                continue
+        for key in self.secure_keys():
             try:
-                plain = self._open(key, value)
+                plain = self._opened(key)
             except DecryptionError:
                 if strict:
                     raise
@@ -552,20 +716,33 @@ class StackConfig:
             out[key] = value_digest(cipher, self._stack, key, plain)
         return out
 
+    def _opened(self, key: str) -> Any:
+        """The value of ``key`` with its secure leaves opened (plain JSON)."""
+
+        def open_leaf(sealed: _Sealed) -> Any:
+            return self._open(key, sealed)
+
+        return _map_sealed(self._values[key], open_leaf)
+
+    def _sealed_under(self, cipher: ValueCipher, key: str) -> Any:
+        """The value of ``key`` with every secure leaf sealed afresh under ``cipher``."""
+
+        def reseal(sealed: _Sealed) -> _Sealed:
+            plain = self._open(key, sealed)
+            return _Sealed(cipher.seal(plain, _aad(self._stack, key, sealed.path)), sealed.path)
+
+        return _map_sealed(self._values[key], reseal)
+
     def rekey(self, cipher: ValueCipher, protection: Protection) -> None:
         """Seal every secure value afresh under ``cipher`` and record ``protection``.
         All or nothing: :class:`veil.DecryptionError` with nothing changed if a secure
         value does not open. Values already under ``cipher`` keep their ciphertext."""
         if cipher.key_id != self._cipher.key_id:
-            resealed = {
-                key: _Sealed(cipher.seal(self._open(key, value), _aad(self._stack, key)))
-                for key, value in self._values.items()
-                if isinstance(value, _Sealed)
-            }
+            resealed = {key: self._sealed_under(cipher, key) for key in self.secure_keys()}
             self._values.update(resealed)
             self._cipher = cipher
             self._dirty = True
-        if protection != self._protection or self._protection.to_json() != protection.to_json():
+        if protection.to_json() != self._protection.to_json():
             self._protection = protection
             self._dirty = True
 
@@ -584,10 +761,69 @@ def value_digest(cipher: ValueCipher, stack: str, key: str, plain: Any) -> str:
 
 
 class _Sealed:
-    __slots__ = ("token",)
+    __slots__ = ("path", "token")
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, path: tuple[str | int, ...] = ()) -> None:
         self.token = token
+        self.path = path  # below the config key; () for a value sealed whole
 
     def __repr__(self) -> str:
         return "<sealed>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Sealed) and other.token == self.token
+
+    def __hash__(self) -> int:
+        return hash(self.token)
+
+
+def _sealed_leaves(
+    value: Any, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], _Sealed]]:
+    if isinstance(value, _Sealed):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _sealed_leaves(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _sealed_leaves(v, (*path, i))
+
+
+def _map_sealed(value: Any, fn: Callable[[_Sealed], Any]) -> Any:
+    """``value`` with ``fn(leaf)`` in place of each sealed leaf (containers copied)."""
+    if isinstance(value, _Sealed):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_sealed(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_sealed(v, fn) for v in value]
+    return value
+
+
+def _delete_member(container: Any, key: str | int) -> bool:
+    """Delete ``container[key]`` if it is there; whether it was."""
+    if isinstance(container, dict) and key in container:
+        del container[key]
+        return True
+    if isinstance(container, list) and isinstance(key, int) and 0 <= key < len(container):
+        del container[key]
+        return True
+    return False
+
+
+def _copy_containers(value: Any) -> Any:
+    return _map_sealed(value, lambda sealed: sealed)
+
+
+def format_config_path(steps: Sequence[str | int]) -> str:
+    """``["hosts", 0]`` -> ``.hosts[0]``: a path below a key, as ``--path`` takes it."""
+    out = []
+    for step in steps:
+        if isinstance(step, int):
+            out.append(f"[{step}]")
+        elif re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$:-]*", step):
+            out.append("." + step)
+        else:
+            out.append(f"[{json.dumps(step)}]")
+    return "".join(out)
