@@ -413,3 +413,68 @@ def test_a_config_file_of_the_first_format_opens_and_is_upgraded(victim: Victim)
     assert "keyring" not in upgraded
     assert upgraded["protection"]["key_id"] == state["key_id"]
     assert upgraded["config"]["db:password"] == doc["config"]["db:password"]
+
+
+# --- import: the recovery path ------------------------------------------------------------
+
+
+def test_import_of_an_old_version_never_undoes_a_rotation(victim: Victim) -> None:
+    from veil.stack import import_state
+
+    old = victim.state_file.read_bytes()
+    with victim.open() as stack:
+        stack.export("token", Secret("tok-after-rotation"))
+        stack.rotate_key()
+        stack.save()
+        key = stack.key_id
+        serial = stack.serial
+    new_serial = import_state(
+        "dev", old, backend=victim.backend, project_dir=victim.project,
+        secrets_provider=victim.provider(),
+    )  # fmt: skip
+    assert new_serial == serial + 1
+    with victim.open() as stack:
+        assert stack.key_id == key
+        assert stack.outputs["token"] == Secret("tok-0123456789")
+
+
+def test_import_recovers_a_damaged_or_missing_live_state(victim: Victim) -> None:
+    from veil.stack import import_state
+
+    good = victim.state_file.read_bytes()
+    for damage in ("truncate", "delete"):
+        if damage == "truncate":
+            victim.state_file.write_bytes(good[:100])
+        else:
+            victim.state_file.unlink()
+        with pytest.raises((veil.StateFormatError, veil.StackNotFoundError)):
+            victim.open()
+        serial = import_state(
+            "dev", good, backend=victim.backend, project_dir=victim.project,
+            secrets_provider=victim.provider(),
+        )  # fmt: skip
+        with victim.open() as stack:
+            assert stack.serial == serial
+            assert stack.outputs["token"] == Secret("tok-0123456789")
+            assert veil.reveal(stack.config.require_secret("db:password")) == "pw-before-0123"
+        good = victim.state_file.read_bytes()
+
+
+def test_import_refuses_another_stacks_state_and_a_config_under_another_key(
+    victim: Victim,
+) -> None:
+    from veil.stack import import_state
+
+    old = victim.state_file.read_bytes()
+    other = dumps({"outputs": {}}, provider=victim.provider(), stack="prod")
+    with pytest.raises(veil.StateFormatError, match="stack 'prod'"):
+        import_state("dev", other, backend=victim.backend, project_dir=victim.project)
+    with victim.open() as stack:
+        stack.rotate_key()
+        stack.save()
+    victim.state_file.write_bytes(b"{}")  # damaged; the config is under the new key
+    with pytest.raises(veil.ConfigStateMismatchError, match="import a version written"):
+        import_state(
+            "dev", old, backend=victim.backend, project_dir=victim.project,
+            secrets_provider=victim.provider(),
+        )  # fmt: skip

@@ -48,6 +48,7 @@ from .errors import (
     StackNotFoundError,
     StateError,
     StateFormatError,
+    StateIntegrityError,
     StateLockedError,
     StateRollbackError,
     VeilError,
@@ -70,6 +71,7 @@ __all__ = [
     "DEFAULT_SECRETS_PROVIDER",
     "Stack",
     "StackVersion",
+    "import_state",
     "remove_stack",
     "stack_history",
 ]
@@ -290,6 +292,108 @@ def remove_stack(
     if remove_config:
         with contextlib.suppress(FileNotFoundError):
             config_path(project, name).unlink()
+
+
+def import_state(
+    name: str,
+    data: bytes,
+    *,
+    backend: str | os.PathLike[str] | StateStore | None = None,
+    project_dir: str | os.PathLike[str] = ".",
+    secrets_provider: SecretsProvider | str | None = None,
+) -> int:
+    """Replace the state of stack ``name`` with ``data``, an encrypted state document
+    of the same stack (``veil stack export``, a history version), as a new serial;
+    return that serial. The recovery path: it works when the live state is damaged
+    or missing.
+
+    When the live state opens, the imported values are sealed under its key and
+    recipients (restoring an old version never undoes a rotation). When it does not,
+    the import keeps its own key and recipients, and the config file must record that
+    key (or hold no secure value). The import is the operator's explicit choice, so
+    this folder's rollback record is reset to the new serial.
+    """
+    store = _store(backend)
+    project = _project(project_dir)
+    header = read_header(data)
+    if header.stack != name:
+        raise StateFormatError(f"the import is a state of stack {header.stack!r}, not {name!r}")
+    project_base = project
+
+    def build(entry: Any) -> SecretsProvider:
+        return provider_from_description(
+            entry.scheme, dict(entry.description), base_dir=project_base
+        )
+
+    if secrets_provider is None:
+        opener, imported = load_with_stored_providers(data, build)
+    else:
+        opener = _provider(secrets_provider, project)
+        imported = load_document(data, provider=opener)
+    tree = imported.tree
+    outputs = tree.get("outputs") if isinstance(tree, dict) else None
+    if not isinstance(outputs, dict):
+        raise StateFormatError("the import holds no 'outputs' object")
+    live: Stack | None = None
+    if store.exists(name):
+        try:
+            live = Stack.open(
+                name,
+                backend=store,
+                project_dir=project,
+                secrets_provider=secrets_provider,
+                allow_rollback=True,
+            )
+        except (StateFormatError, StateIntegrityError):
+            live = None  # damaged: recovered from the import below
+    if live is not None:
+        with live:
+            live.replace_outputs(outputs)
+            live.save()
+            return live.serial
+
+    workspace = Workspace(project)
+    with store.lock(name):
+        serials = [imported.serial]
+        for entry in store.history(name):
+            try:
+                serials.append(read_header(store.read_version(name, entry.version)).serial)
+            except VeilError:
+                continue
+        path = config_path(project, name)
+        file = StackConfig.read_file(path) if path.exists() else None
+        protection = _protection(imported.key_id, imported.providers)
+        if file is not None and file.protection.key_id != imported.key_id:
+            probe = StackConfig(
+                stack=name,
+                path=path,
+                cipher=imported.cipher,
+                protection=file.protection,
+                values=file.values,
+            )
+            if probe.secure_keys():
+                raise ConfigStateMismatchError(
+                    f"the config file {path} records data key {file.protection.key_id}, the "
+                    f"import is sealed under {imported.key_id}: import a version written "
+                    "under the config's key (see 'veil stack history'), or restore the "
+                    "config file that goes with this version"
+                )
+        new_serial = max(serials) + 1
+        document_data, document = dump_document(
+            tree, provider=opener, stack=name, previous=imported, serial=new_serial
+        )
+        store.write(name, document_data)
+    workspace.record(store.url, name, Seen(document.serial, document.key_id), force=True)
+    config = StackConfig(
+        stack=name,
+        path=path,
+        cipher=document.cipher,
+        protection=protection,
+        values=file.values if file is not None else None,
+        dirty=True,
+    )
+    config.save()
+    return document.serial
 
 
 class Stack:
