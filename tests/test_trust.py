@@ -478,3 +478,26 @@ def test_import_refuses_another_stacks_state_and_a_config_under_another_key(
             "dev", old, backend=victim.backend, project_dir=victim.project,
             secrets_provider=victim.provider(),
         )  # fmt: skip
+
+
+def test_without_any_credentials_the_error_names_every_recipient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    backend = f"file://{tmp_path / 'state'}"
+    identity = pyrage.x25519.Identity.generate()
+    with Stack.create(
+        "dev",
+        backend=backend,
+        project_dir=project,
+        secrets_provider=PassphraseProvider(passphrase="a long passphrase", kdf="pbkdf2"),
+    ) as stack:
+        stack.add_recipient(AgeProvider(str(identity.to_public())))
+        stack.save()
+    for name in ("VEIL_PASSPHRASE", "VEIL_PASSPHRASE_FILE", "VEIL_AGE_IDENTITY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(veil.VeilError) as info:
+        Stack.open("dev", backend=backend, project_dir=project)
+    assert "passphrase://" in str(info.value)
+    assert "age://" in str(info.value)

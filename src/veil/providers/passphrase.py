@@ -418,14 +418,12 @@ class PassphraseProvider(SecretsProvider):
                 "the path of a file holding it, or run on a terminal to be asked"
             )
         if self._new:
-            first = getpass.getpass("Enter a passphrase to protect this stack: ")
-            second = getpass.getpass("Re-enter the passphrase: ")
+            first = _prompt("Enter a passphrase to protect this stack: ")
+            second = _prompt("Re-enter the passphrase: ")
             if first != second:
                 raise ProviderConfigError("the two passphrases differ; nothing was written")
             return self._check_passphrase(first, "the passphrase")
-        return self._check_passphrase(
-            getpass.getpass("Enter the stack's passphrase: "), "the passphrase"
-        )
+        return self._check_passphrase(_prompt("Enter the stack's passphrase: "), "the passphrase")
 
     # --- keys ---------------------------------------------------------------------
 
@@ -460,3 +458,15 @@ class PassphraseProvider(SecretsProvider):
         """The data key; :class:`veil.IncorrectPassphraseError` for a wrong passphrase,
         :class:`veil.KeyUnwrapError` for another stack or altered bytes."""
         return self._wrap_checked().unwrap(wrapped, context)
+
+
+def _prompt(text: str) -> str:
+    """Ask on the terminal; end of input (Ctrl-D) is a clean, typed error."""
+    try:
+        return getpass.getpass(text)
+    except EOFError:
+        pass
+    raise PassphraseRequiredError(
+        f"no passphrase was entered (end of input); set {ENV_PASSPHRASE} or "
+        f"{ENV_PASSPHRASE_FILE}, or type it at the prompt"
+    )

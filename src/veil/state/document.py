@@ -1712,23 +1712,30 @@ def load_with_stored_providers(
 
     ``build`` makes a provider from an entry (its scheme and stored description, with
     credentials from the environment); the entries are tried in order and the first
-    that unwraps the data key is used, so the document is parsed once. Raises the
-    first entry's error if none does.
+    that unwraps the data key is used, so the document is parsed once. If none does,
+    raises the first entry's error; with several entries, its message names what went
+    wrong with each.
     """
     with _gc_paused():
         raw, text, entries = _parse(data)
-        failure: VeilError | None = None
+        failures: list[tuple[str, VeilError]] = []
         for candidate in entries:
             try:
                 provider = build(candidate)
                 _check_provider(provider)
                 data_key, entry = _unwrap(provider, entries, raw["stack"], raw["key_id"])
             except VeilError as exc:
-                failure = failure or exc
+                failures.append((candidate.scheme, exc))
                 continue
             return provider, _open_parsed(raw, text, entries, provider, data_key, entry)
-        assert failure is not None  # entries is never empty
-        raise failure
+        first = failures[0][1]  # entries is never empty
+        if len(failures) == 1:
+            raise first
+        listing = "; ".join(f"{scheme}://: {exc}" for scheme, exc in failures)
+        combined = type(first)(
+            f"none of the recipients of stack {raw['stack']!r} could open it: {listing}"
+        )
+        raise combined from None
 
 
 def _open_parsed(
