@@ -21,8 +21,11 @@ __all__ = [
     "PassphraseRequiredError",
     "PendingOutputError",
     "PlaintextLeakError",
+    "ProviderAccessDeniedError",
+    "ProviderAuthError",
     "ProviderConfigError",
     "ProviderError",
+    "ProviderKeyError",
     "ProviderUnavailableError",
     "SecretPickleError",
     "StackExistsError",
@@ -31,6 +34,8 @@ __all__ = [
     "StateFormatError",
     "StateIntegrityError",
     "StateLockedError",
+    "StoreAccessError",
+    "StoreUnavailableError",
     "UnknownProviderError",
     "UnknownValueError",
     "UsageError",
@@ -112,6 +117,21 @@ class ProviderUnavailableError(ProviderError):
     """The provider's service could not be reached or refused the request."""
 
 
+class ProviderAuthError(ProviderUnavailableError):
+    """The provider's service did not accept the credentials: none found, expired,
+    revoked or invalid. The message names where the credentials come from."""
+
+
+class ProviderAccessDeniedError(ProviderUnavailableError):
+    """The provider's service refused the call: the caller lacks a permission, which
+    the message names (for example ``cloudkms.cryptoKeyVersions.useToDecrypt``)."""
+
+
+class ProviderKeyError(ProviderError):
+    """The provider's key cannot be used: it does not exist, is disabled or destroyed,
+    lives in another region or location, or is of a type that cannot wrap keys."""
+
+
 class PassphraseRequiredError(ProviderError):
     """A passphrase is needed and none was given (no argument, no ``VEIL_PASSPHRASE``,
     no ``VEIL_PASSPHRASE_FILE``, no terminal to ask on)."""
@@ -140,6 +160,17 @@ class StateIntegrityError(StateError):
 
 class StateLockedError(StateError):
     """Another writer holds the stack's lock."""
+
+
+class StoreUnavailableError(StateError):
+    """The state store's service could not be reached in time (connection refused,
+    timeout). Nothing was written."""
+
+
+class StoreAccessError(StateError):
+    """The state store refused access or its container is missing: a bucket, container,
+    table or database that does not exist, a denied permission (named in the message),
+    or missing or invalid credentials. Nothing was written."""
 
 
 class StackNotFoundError(StateError):
