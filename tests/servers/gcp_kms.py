@@ -177,9 +177,7 @@ class GcpKmsServer(LoopbackServer):
             self.calls[verb] += 1
         method_id = f"google.cloud.kms.v1.KeyManagementService.{verb.capitalize()}"
         try:
-            member = self.auth.authenticate(
-                headers.get("Authorization") or headers.get("authorization"), AUDIENCE, SCOPES
-            )
+            member = self.auth.authenticate(headers.get("authorization"), AUDIENCE, SCOPES)
         except AuthFailure as failure:
             return Response(
                 401,

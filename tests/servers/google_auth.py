@@ -291,7 +291,8 @@ class LoopbackServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 try:
-                    response = outer.handle(self.command, self.path, dict(self.headers), body)
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    response = outer.handle(self.command, self.path, headers, body)
                 except Exception as exc:  # a server bug: say so, as a 500
                     response = Response(
                         500, error_body(500, "INTERNAL", f"{type(exc).__name__}: {exc}")
@@ -325,6 +326,7 @@ class LoopbackServer:
         self._thread.join(5)
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+        """Answer one request; ``headers`` has lower-case names."""
         raise NotImplementedError
 
 
