@@ -264,9 +264,9 @@ class GcsServer(LoopbackServer):
             expected = base64.b64decode(meta["crc32c"])
             if expected != google_crc32c.value(data).to_bytes(4, "big"):
                 return _error(400, 'Provided CRC32C "..." doesn\'t match calculated.', "invalid")
-        if "md5Hash" in meta:
-            if base64.b64decode(meta["md5Hash"]) != hashlib.md5(data).digest():  # noqa: S324
-                return _error(400, "Provided MD5 hash doesn't match calculated.", "invalid")
+        md5 = hashlib.md5(data).digest()  # noqa: S324
+        if "md5Hash" in meta and base64.b64decode(meta["md5Hash"]) != md5:
+            return _error(400, "Provided MD5 hash doesn't match calculated.", "invalid")
         current = bucket.objects.get(name)
         if current is not None and self.require_auth:
             denied = self._authorize(bucket.name, "storage.objects.delete", headers)

@@ -57,12 +57,14 @@ _sdk: Any
 try:
     import google.auth
     import google.auth.exceptions
+    import google.cloud.storage
     import requests
     from google.api_core import exceptions as _api_exceptions
     from google.auth.transport.requests import Request as _AuthRequest
-    from google.cloud import storage as _sdk
     from google.cloud.storage.retry import DEFAULT_RETRY as _DEFAULT_RETRY
     from google.resumable_media import common as _media_common
+
+    _sdk = google.cloud.storage
 except ImportError:  # pragma: no cover - exercised only without the extra
     _sdk = None
 
