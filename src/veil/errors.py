@@ -163,14 +163,14 @@ class StateLockedError(StateError):
 
 
 class StoreUnavailableError(StateError):
-    """The state store's service could not be reached in time (connection refused,
-    timeout). Nothing was written."""
+    """The state store could not be reached in time (network down, wrong endpoint,
+    service not answering). Nothing was written."""
 
 
 class StoreAccessError(StateError):
-    """The state store refused access or its container is missing: a bucket, container,
-    table or database that does not exist, a denied permission (named in the message),
-    or missing or invalid credentials. Nothing was written."""
+    """The state store refused or failed the request: access denied, missing or
+    expired credentials, the bucket, container, table, database or folder missing or
+    not writable. Nothing was written."""
 
 
 class StackNotFoundError(StateError):
