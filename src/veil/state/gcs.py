@@ -274,6 +274,12 @@ class GcsStore(StateStore):
             return StoreUnavailableError(
                 f"{where}: the Google token endpoint could not be reached; check the network"
             )
+        if isinstance(exc, google.auth.exceptions.InvalidOperation):
+            # Anonymous credentials asked to refresh: the service wants a token.
+            return StoreAccessError(
+                f"{where}: not authenticated: the service asks for credentials and none are "
+                "sent (with STORAGE_EMULATOR_HOST set the client library sends none)"
+            )
         if isinstance(exc, google.auth.exceptions.GoogleAuthError):
             return StoreAccessError(
                 f"{where}: the Google Cloud credentials cannot be used; {_ADC_HELP}"
