@@ -65,7 +65,7 @@ __all__ = ["ATTEMPT_TIMEOUT", "ENV_ENDPOINT", "RETRY_DEADLINE", "GcpKmsProvider"
 ENV_ENDPOINT: Final = "VEIL_GCPKMS_ENDPOINT"
 ATTEMPT_TIMEOUT: Final = 8.0
 """Seconds one HTTP attempt (or one credentials refresh) may take."""
-RETRY_DEADLINE: Final = 12.0
+RETRY_DEADLINE: Final = 8.0
 """Seconds within which transient failures are retried."""
 
 SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"

@@ -32,7 +32,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..errors import (
     InvalidStackNameError,
@@ -77,7 +77,7 @@ _T = TypeVar("_T")
 
 ATTEMPT_TIMEOUT: Final = 8.0
 """Seconds one HTTP attempt (or one credentials refresh) may take."""
-RETRY_DEADLINE: Final = 12.0
+RETRY_DEADLINE: Final = 8.0
 """Seconds within which transient failures are retried."""
 
 SCOPE: Final = "https://www.googleapis.com/auth/devstorage.read_write"
@@ -181,7 +181,7 @@ class GcsStore(StateStore):
                 history = int(values[-1])
             except ValueError:
                 raise StateError(f"history= in {url!r} must be a whole number") from None
-        return cls(parts.netloc, parts.path, history_size=history)
+        return cls(parts.netloc, unquote(parts.path), history_size=history)
 
     @property
     def url(self) -> str:
