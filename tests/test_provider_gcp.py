@@ -32,8 +32,7 @@ from servers.gcp_kms import (  # noqa: F401 - the last two are fixtures
 )
 from servers.google_auth import closed_port
 from veil import (
-    ProviderAccessDeniedError,
-    ProviderAuthError,
+    ProviderAccessError,
     ProviderConfigError,
     ProviderKeyError,
     ProviderUnavailableError,
@@ -164,7 +163,7 @@ def test_key_in_another_location_without_access_is_denied(gcp_kms: KmsFixture) -
     provider = GcpKmsProvider(
         "projects/veil-test/locations/europe-west1/keyRings/veil/cryptoKeys/state"
     )
-    with pytest.raises(ProviderAccessDeniedError, match="or the key does not exist"):
+    with pytest.raises(ProviderAccessError, match="or the key does not exist"):
         provider.wrap_key(generate_data_key(), CTX)
 
 
@@ -189,7 +188,7 @@ def test_denied_encrypt_names_the_permission_and_role(
     gcp_kms: KmsFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _second_account(gcp_kms, tmp_path, monkeypatch)
-    with pytest.raises(ProviderAccessDeniedError) as info:
+    with pytest.raises(ProviderAccessError) as info:
         GcpKmsProvider(gcp_kms.key).wrap_key(generate_data_key(), CTX)
     assert "cloudkms.cryptoKeyVersions.useToEncrypt" in str(info.value)
     assert "roles/cloudkms.cryptoKeyEncrypterDecrypter" in str(info.value)
@@ -203,7 +202,7 @@ def test_encrypter_only_role_is_denied_decrypt(
     gcp_kms.server.grant(gcp_kms.key, member, "roles/cloudkms.cryptoKeyEncrypter")
     provider = GcpKmsProvider(gcp_kms.key)
     provider.wrap_key(generate_data_key(), CTX)
-    with pytest.raises(ProviderAccessDeniedError, match=r"cryptoKeyVersions\.useToDecrypt"):
+    with pytest.raises(ProviderAccessError, match=r"cryptoKeyVersions\.useToDecrypt"):
         provider.unwrap_key(wrapped, CTX)
 
 
@@ -211,7 +210,7 @@ def test_expired_token_is_an_auth_error(gcp_kms: KmsFixture) -> None:
     provider = GcpKmsProvider(gcp_kms.key)
     wrapped = provider.wrap_key(generate_data_key(), CTX)
     gcp_kms.server.auth.clock_offset = 2 * 3600  # every self-signed token is now expired
-    with pytest.raises(ProviderAuthError, match="expired or invalid"):
+    with pytest.raises(ProviderAccessError, match="expired or invalid"):
         provider.unwrap_key(wrapped, CTX)
 
 
@@ -223,7 +222,7 @@ def test_deleted_service_account_key_is_an_auth_error(
     provider = GcpKmsProvider(gcp_kms.key)
     provider.wrap_key(generate_data_key(), CTX)
     gcp_kms.server.auth.delete_service_account_keys(member.split(":", 1)[1])
-    with pytest.raises(ProviderAuthError):
+    with pytest.raises(ProviderAccessError):
         provider.wrap_key(generate_data_key(), CTX)
 
 
@@ -253,7 +252,7 @@ def test_user_credentials_use_the_token_endpoint(gcp_kms: KmsFixture) -> None:
     # A revoked refresh token (as after a password change): a typed error.
     gcp_kms.server.auth.revoke_refresh_token(info["refresh_token"])
     revoked = GcpKmsProvider(gcp_kms.key, credentials=_user_credentials(info))
-    with pytest.raises(ProviderAuthError, match="expired, revoked or invalid"):
+    with pytest.raises(ProviderAccessError, match="expired, revoked or invalid"):
         revoked.unwrap_key(wrapped, CTX)
 
 
@@ -262,7 +261,7 @@ def test_no_credentials_at_all_is_an_auth_error(
 ) -> None:
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
-    with pytest.raises(ProviderAuthError, match="GOOGLE_APPLICATION_CREDENTIALS"):
+    with pytest.raises(ProviderAccessError, match="GOOGLE_APPLICATION_CREDENTIALS"):
         GcpKmsProvider(gcp_kms.key).wrap_key(generate_data_key(), CTX)
 
 

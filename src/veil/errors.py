@@ -21,8 +21,7 @@ __all__ = [
     "PassphraseRequiredError",
     "PendingOutputError",
     "PlaintextLeakError",
-    "ProviderAccessDeniedError",
-    "ProviderAuthError",
+    "ProviderAccessError",
     "ProviderConfigError",
     "ProviderError",
     "ProviderKeyError",
@@ -117,21 +116,6 @@ class ProviderUnavailableError(ProviderError):
     """The provider's service could not be reached or refused the request."""
 
 
-class ProviderAuthError(ProviderUnavailableError):
-    """The provider's service did not accept the credentials: none found, expired,
-    revoked or invalid. The message names where the credentials come from."""
-
-
-class ProviderAccessDeniedError(ProviderUnavailableError):
-    """The provider's service refused the call: the caller lacks a permission, which
-    the message names (for example ``cloudkms.cryptoKeyVersions.useToDecrypt``)."""
-
-
-class ProviderKeyError(ProviderError):
-    """The provider's key cannot be used: it does not exist, is disabled or destroyed,
-    lives in another region or location, or is of a type that cannot wrap keys."""
-
-
 class PassphraseRequiredError(ProviderError):
     """A passphrase is needed and none was given (no argument, no ``VEIL_PASSPHRASE``,
     no ``VEIL_PASSPHRASE_FILE``, no terminal to ask on)."""
@@ -139,6 +123,16 @@ class PassphraseRequiredError(ProviderError):
 
 class KeyFilePermissionError(ProviderError):
     """A local key file is readable by other users; ``chmod 600`` it."""
+
+
+class ProviderAccessError(ProviderError):
+    """A key service refused the caller: credentials missing, invalid or expired, or a
+    permission they lack. The message names the credential source or the permission."""
+
+
+class ProviderKeyError(ProviderError):
+    """A key service's key cannot be used: it does not exist, was deleted or disabled,
+    or is of a type that cannot encrypt (a signing key, for example)."""
 
 
 # --- State, stacks and config ------------------------------------------------------------

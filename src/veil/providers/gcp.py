@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, NoReturn
 
 from ..errors import (
     KeyUnwrapError,
-    ProviderAccessDeniedError,
-    ProviderAuthError,
+    ProviderAccessError,
     ProviderConfigError,
     ProviderError,
     ProviderKeyError,
@@ -223,11 +222,11 @@ class GcpKmsProvider(SecretsProvider):
                     credentials = credentials.with_always_use_jwt_access(True)  # type: ignore[no-untyped-call]
                 self._credentials = credentials
         except google.auth.exceptions.DefaultCredentialsError:
-            failure = ProviderAuthError(
+            failure = ProviderAccessError(
                 f"no Google Cloud credentials found for {self._what()}: {_ADC_HELP}"
             )
         except google.auth.exceptions.GoogleAuthError as exc:
-            failure = ProviderAuthError(
+            failure = ProviderAccessError(
                 f"the Google Cloud credentials for {self._what()} cannot be loaded "
                 f"({type(exc).__name__}); {_ADC_HELP}"
             )
@@ -272,7 +271,7 @@ class GcpKmsProvider(SecretsProvider):
     def _classify(self, exc: Exception, method: str, permission: str) -> VeilError:
         what = self._what()
         if isinstance(exc, google.auth.exceptions.RefreshError):
-            return ProviderAuthError(
+            return ProviderAccessError(
                 f"the Google Cloud credentials for {what} could not be refreshed: they are "
                 f"expired, revoked or invalid; {_ADC_HELP}"
             )
@@ -282,7 +281,7 @@ class GcpKmsProvider(SecretsProvider):
                 "check the network and proxy settings"
             )
         if isinstance(exc, google.auth.exceptions.GoogleAuthError):
-            return ProviderAuthError(
+            return ProviderAccessError(
                 f"the Google Cloud credentials for {what} cannot be used "
                 f"({type(exc).__name__}); {_ADC_HELP}"
             )
@@ -298,11 +297,11 @@ class GcpKmsProvider(SecretsProvider):
         status, message = _status_of(exc)
         said = f"Cloud KMS said: {message}" if message else f"HTTP {exc.code}"
         if exc.code == 401 or status == "UNAUTHENTICATED":
-            return ProviderAuthError(
+            return ProviderAccessError(
                 f"{what} rejected the credentials (expired or invalid); {_ADC_HELP}. {said}"
             )
         if exc.code == 403 or status == "PERMISSION_DENIED":
-            return ProviderAccessDeniedError(
+            return ProviderAccessError(
                 f"{what}: permission {permission} denied (or the key does not exist). Grant "
                 f"the caller {ROLE} on the key, or check the key name. {said}"
             )
