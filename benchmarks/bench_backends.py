@@ -141,9 +141,7 @@ def case_gcs(bench: Bench) -> Iterator[Row]:
     try:
         server.create_bucket("veil-bench")
         url = f"gs://veil-bench/{uuid.uuid4().hex[:8]}"
-        yield from bench.measure(
-            "gs:// (loopback)", url, count=lambda: sum(server.calls.values())
-        )
+        yield from bench.measure("gs:// (loopback)", url, count=lambda: sum(server.calls.values()))
     finally:
         if saved is None:
             os.environ.pop("STORAGE_EMULATOR_HOST", None)
