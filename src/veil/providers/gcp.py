@@ -111,8 +111,8 @@ class GcpKmsProvider(SecretsProvider):
     Credentials, looked up on first use). ``endpoint``: an API endpoint other than
     ``cloudkms.googleapis.com`` (default: ``$VEIL_GCPKMS_ENDPOINT`` if set).
 
-    The caller needs ``cloudkms.cryptoKeyVersions.useToEncrypt`` to create or save a
-    stack and ``cloudkms.cryptoKeyVersions.useToDecrypt`` to open one; the role
+    The caller needs ``cloudkms.cryptoKeyVersions.useToEncrypt`` to create a stack (or
+    rotate its data key) and ``cloudkms.cryptoKeyVersions.useToDecrypt`` to open one; the role
     ``roles/cloudkms.cryptoKeyEncrypterDecrypter`` on the key grants both.
     """
 
