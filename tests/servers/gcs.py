@@ -19,7 +19,9 @@ against this server, which speaks the published JSON API
 GCS answers. With ``require_auth`` set, requests need a valid bearer token and an IAM
 grant on the bucket (``roles/storage.objectUser``...): anonymous callers get 401,
 others without the permission 403 naming it, as GCS does. Every body ever uploaded is
-kept in :attr:`GcsServer.uploads`, so a test can scan all bytes written.
+kept in :attr:`GcsServer.uploads`, so a test can scan all bytes written. Requests are
+applied one at a time; one whose client has disconnected before its turn (a writer
+killed mid-request) is dropped rather than applied after the writers that followed.
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ class GcsServer(LoopbackServer):
             status, payload = self.auth.token_endpoint(body, self.token_uri)
             return Response(status, payload)
         with self._mutex:  # one request at a time: each is atomic, as GCS's are
+            if self.client_gone():
+                return _error(499, "Client Closed Request", "cancelled")
             return self._dispatch(method, route, query, headers, body)
 
     def _dispatch(

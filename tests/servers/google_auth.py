@@ -295,6 +295,7 @@ class LoopbackServer:
                 body = self.rfile.read(length) if length else b""
                 try:
                     headers = {k.lower(): v for k, v in self.headers.items()}
+                    outer._client.socket = self.connection
                     response = outer.handle(self.command, self.path, headers, body)
                 except Exception as exc:  # a server bug: say so, as a 500
                     response = Response(
@@ -327,6 +328,23 @@ class LoopbackServer:
         self.port = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._client = threading.local()
+
+    def client_gone(self) -> bool:
+        """Whether the client of the request being handled (in this thread) has closed
+        its connection already, as a killed process's has: a front end drops such a
+        request instead of applying it late, after its sender's successors acted."""
+        import socket
+
+        sock = getattr(self._client, "socket", None)
+        if sock is None:
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def start(self) -> LoopbackServer:
         self._thread.start()
