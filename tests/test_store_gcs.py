@@ -42,7 +42,6 @@ from veil import (
     StoreAccessError,
     StoreUnavailableError,
 )
-from veil.providers import PassphraseProvider
 from veil.state import gcs as gcs_module
 from veil.state import store_from_url
 from veil.state.gcs import GcsStore
@@ -150,7 +149,7 @@ def _forms(plain: str) -> set[bytes]:
 
 def test_no_secret_plaintext_in_any_object_written(on_server: GcsServer, tmp_path: Path) -> None:
     plaintexts = [f"pw-{secrets.token_hex(12)}" for _ in range(20)]
-    provider = PassphraseProvider("a passphrase", memory_cost=8, iterations=1, lanes=1)
+    provider = f"file://{tmp_path / 'stack.key'}"
     start = len(on_server.uploads)
     url = _fresh()
     with Stack.create("app", backend=url, secrets_provider=provider, project_dir=tmp_path) as s:
@@ -160,7 +159,7 @@ def test_no_secret_plaintext_in_any_object_written(on_server: GcsServer, tmp_pat
         s.save()
         s.export("derived", veil.Output.secret(plaintexts[11]).apply(lambda v: v + "!"))
         s.save()
-    with Stack.open("app", backend=url, provider=provider, project_dir=tmp_path) as s:
+    with Stack.open("app", backend=url, project_dir=tmp_path) as s:
         for i, plain in enumerate(plaintexts[12:], 12):
             s.export(f"s{i}", veil.secret(plain))
         s.save()

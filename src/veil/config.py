@@ -3,9 +3,13 @@
 The file (``veil.<stack>.json`` in the project folder) is meant to be committed. Plain
 values are stored as they are; secure values as ``{"secure": "<sealed value>"}``,
 sealed under the stack's data key with the stack and the config key as associated
-data, so a sealed value moved to another key or stack does not open. The wrapped data
-key and each provider's settings sit in the same file, so the config can be read
-without the state. See ``docs/format.md`` ("The config file").
+data, so a sealed value moved to another key or stack does not open.
+
+The file holds no key. Its ``protection`` member records, readably, what protects the
+stack: the data key's id and the recipients (provider schemes and settings) the key is
+wrapped for. The state vouches for the same things under its MAC, so a config file
+and a state that disagree are refused (see ``docs/security.md``). See
+``docs/format.md`` ("The config file").
 
 A value stored secure is secret whichever getter reads it: ``get`` and ``require``
 return secret Outputs for it too.
@@ -15,11 +19,12 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._files import write_atomic
+from ._secret import Secret, is_secret, reveal
 from .crypto import ValueCipher
 from .errors import (
     ConfigError,
@@ -28,15 +33,17 @@ from .errors import (
     InvalidValueError,
     LeakWarning,
     PlaintextLeakError,
+    SecretPickleError,
 )
 from .output import Output
-from .secret import Secret, _collect_strings, is_secret, reveal
 from .state.document import credential_shape, strict_from_env
 
-__all__ = ["CONFIG_FORMAT", "StackConfig", "config_path"]
+__all__ = ["CONFIG_FORMAT", "MAX_CONFIG_DEPTH", "Protection", "StackConfig", "config_path"]
 
-CONFIG_FORMAT = "veil.config/1"
+CONFIG_FORMAT = "veil.config/2"
+_OLD_FORMAT = "veil.config/1"  # held a copy of the wrapped data key; read, never written
 _SECURE = "secure"
+_MIN_CONTAINED = 8  # as the state's leak guard: shorter secrets are not searched inside
 
 
 def config_path(project_dir: str | Path, stack: str) -> Path:
@@ -44,11 +51,43 @@ def config_path(project_dir: str | Path, stack: str) -> Path:
     return Path(project_dir) / f"veil.{stack}.json"
 
 
+# The associated data of a secure value names the first format: values sealed by any
+# version of the file open in every later one.
+_AAD_LABEL = "veil.config/1"
+
+
 def _aad(stack: str, key: str) -> bytes:
-    return json.dumps([CONFIG_FORMAT, stack, key], ensure_ascii=True).encode("ascii")
+    return json.dumps([_AAD_LABEL, stack, key], ensure_ascii=True).encode("ascii")
+
+
+MAX_CONFIG_DEPTH = 64
+"""How deeply a config value may nest lists and dicts. An explicit limit: the
+interpreter's recursion limit differs between Python versions (3.13's JSON encoder
+goes far deeper than 3.12's), and a config file must open the same everywhere."""
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)):
+            if depth >= limit:
+                return True
+            seen += 1
+            if seen > 1_000_000:  # a cycle: json.dumps names it below
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _check_json(value: Any, key: str) -> None:
+    if _depth_exceeds(value, MAX_CONFIG_DEPTH):
+        raise InvalidValueError(
+            f"config value for {key!r} is nested too deeply (more than {MAX_CONFIG_DEPTH} "
+            "levels of lists and dicts)"
+        )
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
@@ -64,6 +103,140 @@ def _check_key(key: object) -> str:
     return key
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _strings(value: Any, out: list[str], depth: int = 0) -> None:
+    """The str leaves of a JSON value."""
+    if isinstance(value, str):
+        out.append(value)
+    elif depth <= MAX_CONFIG_DEPTH and isinstance(value, dict):
+        for v in value.values():
+            _strings(v, out, depth + 1)
+    elif depth <= MAX_CONFIG_DEPTH and isinstance(value, (list, tuple)):
+        for v in value:
+            _strings(v, out, depth + 1)
+
+
+class Protection:
+    """What protects a stack, as recorded in its config file and its state: the data
+    key's id and the recipients (scheme and non-secret settings of each provider the
+    key is wrapped for). Two are equal when they record the same key and recipients,
+    whatever the order."""
+
+    __slots__ = ("key_id", "recipients")
+
+    key_id: str
+    recipients: tuple[tuple[str, Mapping[str, Any]], ...]
+
+    def __init__(self, key_id: str, recipients: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        self.key_id = key_id
+        self.recipients = tuple(
+            sorted(((s, dict(d)) for s, d in recipients), key=lambda r: (r[0], _canonical(r[1])))
+        )
+
+    def same_recipients(self, other: Protection) -> bool:
+        return _canonical(self.to_json()["recipients"]) == _canonical(other.to_json()["recipients"])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Protection):
+            return NotImplemented
+        return self.key_id == other.key_id and self.same_recipients(other)
+
+    def __hash__(self) -> int:
+        return hash(_canonical(self.to_json()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "recipients": [
+                {"scheme": scheme, "settings": _sorted(settings)}
+                for scheme, settings in self.recipients
+            ],
+        }
+
+    def describe_recipients(self) -> str:
+        return ", ".join(
+            f"{scheme}:// {_canonical(settings)}" for scheme, settings in self.recipients
+        )
+
+    def __repr__(self) -> str:
+        return f"Protection(key_id={self.key_id!r}, recipients={self.describe_recipients()!r})"
+
+    @classmethod
+    def from_json(cls, raw: Any, where: str) -> Protection:
+        bad = ConfigError(
+            f"{where} has a malformed 'protection' member; restore it from version control"
+        )
+        if not isinstance(raw, dict) or set(raw) != {"key_id", "recipients"}:
+            raise bad
+        key_id, recipients = raw["key_id"], raw["recipients"]
+        if not isinstance(key_id, str) or not isinstance(recipients, list) or not recipients:
+            raise bad
+        out = []
+        for r in recipients:
+            if (
+                not isinstance(r, dict)
+                or set(r) != {"scheme", "settings"}
+                or not isinstance(r["scheme"], str)
+                or not isinstance(r["settings"], dict)
+            ):
+                raise bad
+            out.append((r["scheme"], r["settings"]))
+        return cls(key_id, out)
+
+    @classmethod
+    def from_old_keyring(cls, raw: Any, where: str) -> Protection:
+        """The protection a ``veil.config/1`` keyring recorded (its wrapped keys are
+        ignored: a config file never supplies a key)."""
+        bad = ConfigError(f"config file {where} has a malformed 'keyring'")
+        if not isinstance(raw, dict) or not isinstance(raw.get("key_id"), str):
+            raise bad
+        providers = raw.get("providers")
+        if not isinstance(providers, list) or not providers:
+            raise bad
+        out = []
+        for p in providers:
+            if (
+                not isinstance(p, dict)
+                or not isinstance(p.get("scheme"), str)
+                or not isinstance(p.get("description"), dict)
+            ):
+                raise bad
+            out.append((p["scheme"], p["description"]))
+        return cls(raw["key_id"], out)
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+class ConfigFile:
+    """A parsed config file: what :meth:`StackConfig.read_file` returns."""
+
+    __slots__ = ("path", "protection", "stack", "values", "version")
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        stack: str,
+        values: Mapping[str, Any],
+        protection: Protection,
+        version: str,
+    ) -> None:
+        self.path = path
+        self.stack = stack
+        self.values = values
+        self.protection = protection
+        self.version = version
+
+
 class StackConfig:
     """The configuration of one stack.
 
@@ -71,6 +244,9 @@ class StackConfig:
     ``require``/``require_secret`` raise :class:`veil.ConfigMissingError`). A secure
     value is returned as a secret Output by every getter. Changes are kept in memory
     until :meth:`save` (``Stack.save`` saves the config too).
+
+    A ``StackConfig`` is made by :class:`veil.Stack`, which checks the file against
+    the state before any value is opened.
     """
 
     def __init__(
@@ -79,24 +255,24 @@ class StackConfig:
         stack: str,
         path: Path,
         cipher: ValueCipher,
-        keyring: Mapping[str, Any],
+        protection: Protection,
         values: Mapping[str, Any] | None = None,
+        dirty: bool = False,
     ) -> None:
         self._stack = stack
         self._path = path
         self._cipher = cipher
-        # The clear header fields (providers, key id): written back as they were read.
-        self._keyring = dict(keyring)
+        self._protection = protection
         # key -> plain JSON value, or _Sealed for secure values.
         self._values: dict[str, Any] = {}
-        self._dirty = False
+        self._dirty = dirty
         for key, raw in (values or {}).items():
             self._values[key] = self._parse_value(key, raw)
 
     # --- file format ---------------------------------------------------------------
 
     @staticmethod
-    def read_file(path: Path) -> dict[str, Any]:
+    def read_file(path: Path) -> ConfigFile:
         """The parsed file, checked for shape; :class:`veil.ConfigError` if bad."""
         try:
             data = path.read_bytes()
@@ -115,16 +291,31 @@ class StackConfig:
             line = getattr(exc, "lineno", None)
             where = f" (line {line})" if line else ""
             raise ConfigError(f"config file {path} is not valid JSON{where}") from None
-        if not isinstance(doc, dict) or doc.get("format") != CONFIG_FORMAT:
+        if not isinstance(doc, dict) or doc.get("format") not in (CONFIG_FORMAT, _OLD_FORMAT):
             raise ConfigError(
                 f"{path} is not a veil config file of format {CONFIG_FORMAT!r}; "
                 "it may come from a newer veil or another tool"
             )
         if not isinstance(doc.get("stack"), str) or not isinstance(doc.get("config", {}), dict):
             raise ConfigError(f"config file {path} has a bad 'stack' or 'config' field")
-        if not isinstance(doc.get("keyring"), dict):
-            raise ConfigError(f"config file {path} has no 'keyring' (its wrapped data key)")
-        return doc
+        if doc["format"] == _OLD_FORMAT:
+            if not isinstance(doc.get("keyring"), dict):
+                raise ConfigError(f"config file {path} has no 'keyring'")
+            protection = Protection.from_old_keyring(doc["keyring"], str(path))
+        else:
+            if "protection" not in doc:
+                raise ConfigError(
+                    f"config file {path} has no 'protection' member (what protects the "
+                    "stack); restore it from version control"
+                )
+            protection = Protection.from_json(doc["protection"], f"config file {path}")
+        return ConfigFile(
+            path=path,
+            stack=doc["stack"],
+            values=doc.get("config", {}),
+            protection=protection,
+            version=doc["format"],
+        )
 
     def _parse_value(self, key: str, raw: Any) -> Any:
         if isinstance(raw, dict) and set(raw) == {_SECURE}:
@@ -143,7 +334,7 @@ class StackConfig:
             "format": CONFIG_FORMAT,
             "stack": self._stack,
             "config": values,
-            "keyring": self._keyring,
+            "protection": self._protection.to_json(),
         }
         return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -166,6 +357,16 @@ class StackConfig:
         """The config file's path."""
         return self._path
 
+    @property
+    def protection(self) -> Protection:
+        """What the file records as protecting the stack (key id and recipients)."""
+        return self._protection
+
+    @property
+    def dirty(self) -> bool:
+        """Whether there are changes not yet written."""
+        return self._dirty
+
     def keys(self) -> list[str]:
         """The configured keys, in file order."""
         return list(self._values)
@@ -179,19 +380,24 @@ class StackConfig:
     def __len__(self) -> int:
         return len(self._values)
 
-    def is_secure(self, key: str) -> bool:
-        """Whether ``key`` is stored secure (sealed)."""
+    def is_secret(self, key: str) -> bool:
+        """Whether ``key`` is stored secure (sealed), as Pulumi's ``is_secret``."""
         return isinstance(self._values.get(key), _Sealed)
+
+    def is_secure(self, key: str) -> bool:
+        """Deprecated alias of :meth:`is_secret`."""
+        return self.is_secret(key)
 
     def _open(self, key: str, sealed: _Sealed) -> Any:
         try:
             return self._cipher.open(sealed.token, _aad(self._stack, key))
         except DecryptionError:
-            raise DecryptionError(
-                f"config key {key!r} of stack {self._stack!r} does not open: it was edited, "
-                "copied from another key or stack, or sealed under another key. Set it "
-                f"again with 'veil config set {key} --secret'."
-            ) from None
+            pass
+        raise DecryptionError(
+            f"config key {key!r} of stack {self._stack!r} does not open: it was edited, "
+            "copied from another key or stack, or sealed under another key. Set it "
+            f"again with 'veil config set {key} --secret'."
+        )
 
     def value(self, key: str) -> Any:
         """The stored value of ``key``: plain, or a :class:`veil.Secret` if secure."""
@@ -232,12 +438,19 @@ class StackConfig:
 
     def set(self, key: str, value: Any, *, secret: bool = False) -> None:
         """Set ``key``. Stored secure if ``secret`` or if ``value`` is itself secret (a
-        :class:`veil.Secret` or a resolved secret Output)."""
+        :class:`veil.Secret` or a resolved secret Output).
+
+        A plain value that equals or contains the plaintext of a secure value, or looks
+        like a credential, is stored secure anyway with a :class:`veil.LeakWarning`
+        (``VEIL_STRICT``: :class:`veil.PlaintextLeakError`, nothing changed): the file
+        is committed."""
         _check_key(key)
         if isinstance(value, Secret) or (isinstance(value, Output) and is_secret(value)):
             secret = True
         plain = reveal(value)
         _check_json(plain, key)  # NaN and infinities included: JSON has none
+        if not secret:
+            secret = self._guard(key, plain)
         if secret:
             current = self._values.get(key)
             # Unchanged secure values keep their ciphertext: no churn in the committed file.
@@ -245,7 +458,6 @@ class StackConfig:
                 return
             self._values[key] = _Sealed(self._cipher.seal(plain, _aad(self._stack, key)))
         else:
-            self._guard(key, plain)
             if key in self._values and self._values[key] == plain:
                 return
             self._values[key] = plain
@@ -260,45 +472,52 @@ class StackConfig:
             return False
         return Secret(current) == Secret(plain)
 
-    def _resealed(self, cipher: ValueCipher) -> dict[str, Any]:
-        """Every secure value sealed afresh under ``cipher``, without changing this
-        config; :class:`veil.DecryptionError` if one does not open."""
-        return {
-            key: _Sealed(cipher.seal(self._open(key, value), _aad(self._stack, key)))
-            for key, value in self._values.items()
-            if isinstance(value, _Sealed)
-        }
+    def _secure_plaintexts(self) -> list[str]:
+        found: list[str] = []
+        for key, value in self._values.items():
+            if isinstance(value, _Sealed):
+                try:
+                    _strings(self._open(key, value), found)
+                except DecryptionError:
+                    continue
+        return found
 
-    def _guard(self, key: str, plain: Any) -> None:
-        """Refuse (strict) or warn about a plain value shaped like a credential: the
-        file is committed, so it would be published."""
+    def _guard(self, key: str, plain: Any) -> bool:
+        """Whether a plain value must be sealed anyway: it holds a secure value's
+        plaintext, or looks like a credential. Warns, or refuses under strict mode."""
         strings: list[str] = []
-        _collect_strings(plain, strings)
+        _strings(plain, strings)
+        if not strings:
+            return False
+        reason = None
+        secrets = self._secure_plaintexts()
         for text in strings:
-            shape = credential_shape(text)
-            if shape is None:
-                continue
-            message = (
-                f"config value for {key!r} {shape}; the config file is meant to be committed. "
-                f"Set it with secret=True ('veil config set {key} --secret') to encrypt it"
+            for s in secrets:
+                if text == s:
+                    reason = "equals the plaintext of a secure value"
+                elif len(s) >= _MIN_CONTAINED and s in text:
+                    reason = "contains the plaintext of a secure value"
+                if reason:
+                    break
+            if reason is None:
+                reason = credential_shape(text)
+            if reason:
+                break
+        if reason is None:
+            return False
+        message = (
+            f"config value for {key!r} {reason}; the config file is meant to be committed, "
+            f"so it is stored secure. Set it with secret=True ('veil config set {key} "
+            "--secret') to say so"
+        )
+        if strict_from_env():
+            raise PlaintextLeakError(
+                f"config value for {key!r} {reason}; the config file is meant to be "
+                f"committed. Set it with secret=True ('veil config set {key} --secret'); "
+                "nothing was written"
             )
-            if strict_from_env():
-                raise PlaintextLeakError(message + "; nothing was written")
-            warnings.warn(message, LeakWarning, stacklevel=3)
-            return
-
-    def _adopt(
-        self, cipher: ValueCipher, keyring: Mapping[str, Any], resealed: Mapping[str, Any]
-    ) -> None:
-        """Take the stack's key after a save: its cipher, its keyring and the secure
-        values :meth:`_resealed` made for it (none when the key did not change)."""
-        self._cipher = cipher
-        if resealed:
-            self._values.update(resealed)
-            self._dirty = True
-        if dict(keyring) != self._keyring:
-            self._keyring = dict(keyring)
-            self._dirty = True
+        warnings.warn(message, LeakWarning, stacklevel=4)
+        return True
 
     def remove(self, key: str) -> None:
         """Remove ``key``; :class:`veil.ConfigMissingError` if it is not set."""
@@ -309,8 +528,59 @@ class StackConfig:
         del self._values[key]
         self._dirty = True
 
+    # --- what the stack needs ---------------------------------------------------------
+
+    def secure_keys(self) -> list[str]:
+        """The keys stored secure."""
+        return [k for k, v in self._values.items() if isinstance(v, _Sealed)]
+
+    def digests(self, cipher: ValueCipher, *, strict: bool = True) -> dict[str, str]:
+        """For each secure value, a keyed digest of its plaintext under ``cipher``: what
+        the state records so that an older value copied into the file is recognised.
+        A value that does not open raises :class:`veil.DecryptionError`, or with
+        ``strict=False`` is left out."""
+        out: dict[str, str] = {}
+        for key, value in self._values.items():
+            if not isinstance(value, _Sealed):
+                continue
+            try:
+                plain = self._open(key, value)
+            except DecryptionError:
+                if strict:
+                    raise
+                continue
+            out[key] = value_digest(cipher, self._stack, key, plain)
+        return out
+
+    def rekey(self, cipher: ValueCipher, protection: Protection) -> None:
+        """Seal every secure value afresh under ``cipher`` and record ``protection``.
+        All or nothing: :class:`veil.DecryptionError` with nothing changed if a secure
+        value does not open. Values already under ``cipher`` keep their ciphertext."""
+        if cipher.key_id != self._cipher.key_id:
+            resealed = {
+                key: _Sealed(cipher.seal(self._open(key, value), _aad(self._stack, key)))
+                for key, value in self._values.items()
+                if isinstance(value, _Sealed)
+            }
+            self._values.update(resealed)
+            self._cipher = cipher
+            self._dirty = True
+        if protection != self._protection or self._protection.to_json() != protection.to_json():
+            self._protection = protection
+            self._dirty = True
+
     def __repr__(self) -> str:
         return f"<StackConfig {self._stack!r}: {len(self._values)} keys>"
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise SecretPickleError("a StackConfig holds the stack's data key; it cannot be pickled")
+
+
+def value_digest(cipher: ValueCipher, stack: str, key: str, plain: Any) -> str:
+    """A keyed digest of a config value: equal for equal values of the same key and
+    stack under the same data key; reveals nothing without the key."""
+    data = b"veil/config-value\0" + _canonical([stack, key, plain]).encode("ascii")
+    return cipher.mac(data).hex()[:32]
 
 
 class _Sealed:
