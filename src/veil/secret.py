@@ -33,6 +33,7 @@ MASK = "[secret]"
 # nothing (see veil.logging). A set: adding is O(1) and the filter reads a snapshot.
 _MIN_REMEMBERED = 4
 _remembered: set[str] = set()
+_remembered_order: list[str] = []  # the same strings in order of arrival, append-only
 _remembered_lock = threading.Lock()
 _remembered_version = 0
 
@@ -43,8 +44,10 @@ def _remember(value: object) -> None:
     if type(value) is str:  # the common case, kept cheap
         if len(value) >= _MIN_REMEMBERED and value not in _remembered:
             with _remembered_lock:
-                _remembered.add(value)
-                _remembered_version += 1
+                if value not in _remembered:
+                    _remembered.add(value)
+                    _remembered_order.append(value)
+                    _remembered_version += 1
         return
     if type(value) in (int, float, bool, type(None), bytes):
         return
@@ -53,9 +56,10 @@ def _remember(value: object) -> None:
     if not found:
         return
     with _remembered_lock:
-        before = len(_remembered)
-        _remembered.update(found)
-        if len(_remembered) != before:
+        added = [s for s in dict.fromkeys(found) if s not in _remembered]
+        if added:
+            _remembered.update(added)
+            _remembered_order.extend(added)
             _remembered_version += 1
 
 
@@ -197,6 +201,13 @@ def known_plaintexts() -> tuple[int, frozenset[str]]:
     """
     with _remembered_lock:
         return _remembered_version, frozenset(_remembered)
+
+
+def plaintexts_since(position: int) -> list[str]:
+    """The secret strings remembered after the first ``position`` ones, in order of
+    arrival; ask again from ``position + len(result)``. Copies only what is new."""
+    with _remembered_lock:
+        return _remembered_order[position:]
 
 
 def _canonical(value: object) -> bytes | None:
