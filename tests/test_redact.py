@@ -196,6 +196,20 @@ def test_without_the_filter_a_revealed_plaintext_is_written_as_is(
     assert stream.getvalue().count(value) == 2  # the message and the exception line
 
 
+def test_without_the_filter_an_output_is_refused_and_reported_by_its_repr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    value = "out-" + secrets.token_hex(8)
+    stream = io.StringIO()
+    record = logging.makeLogRecord({"msg": "v=%s", "args": (veil.Output.secret(value),)})
+    logging.StreamHandler(stream).handle(record)
+    err = capsys.readouterr().err
+    assert "OutputToStringError" in err
+    assert "Arguments: (Output([secret]),)" in err
+    assert value not in err
+    assert stream.getvalue() == ""
+
+
 # --- what reaches a log with the filter ------------------------------------------------------
 
 
@@ -281,6 +295,23 @@ def test_log_filter_masks_chained_exceptions_and_notes(
     assert second not in text
 
 
+SOURCE_SECRET = "src-literal-7c41e9d2"
+
+
+def test_log_filter_masks_a_secret_in_a_traceback_source_line(
+    log_filter: LogFilterHandle, logged: tuple[logging.Logger, io.StringIO]
+) -> None:
+    logger, stream = logged
+    Secret(SOURCE_SECRET)
+    try:
+        raise ValueError("src-literal-7c41e9d2")  # the traceback shows this line
+    except ValueError:
+        logger.exception("failed")
+    text = stream.getvalue()
+    assert 'raise ValueError("[secret]")' in text
+    assert SOURCE_SECRET not in text
+
+
 def test_log_filter_masks_stack_info(
     log_filter: LogFilterHandle, logged: tuple[logging.Logger, io.StringIO]
 ) -> None:
@@ -336,6 +367,14 @@ def test_log_filter_masks_the_arguments_logging_prints_for_a_bad_format_string(
     assert "Arguments: ('[secret]',)" in err
     assert value not in err
     assert stream.getvalue() == ""
+
+
+def test_log_filter_does_not_mask_other_record_fields(log_filter: LogFilterHandle) -> None:
+    value = new_secret("name")
+    logger, stream, handler = capture(f"svc.{value}")
+    logger.info("hello")
+    logger.removeHandler(handler)
+    assert stream.getvalue() == f"svc.{value}: hello\n"
 
 
 def test_log_filter_does_not_mask_secrets_shorter_than_four_characters(
