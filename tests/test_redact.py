@@ -567,6 +567,33 @@ def test_a_masked_record_copies_and_pickles_as_a_masked_record(
     assert (type(back).__name__, back.getMessage()) == ("LogRecord", "m=[secret]")
 
 
+class FinalRecord(logging.LogRecord):
+    """A record class that refuses subclasses."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise TypeError("final")
+
+
+def test_a_record_class_that_refuses_subclasses_gets_its_exception_text_masked() -> None:
+    previous = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(FinalRecord)
+    try:
+        with veil.install_log_filter():
+            logger, stream, handler = capture("veil-final", OwnFormatter())
+            value = new_secret("final")
+            try:
+                raise_with(value)
+            except ValueError:
+                logger.exception("v=%s", value)
+            logger.removeHandler(handler)
+    finally:
+        logging.setLogRecordFactory(previous)
+    # Rendered the default way, not by OwnFormatter.formatException; masked either way.
+    assert stream.getvalue().startswith("<ERROR|veil-final> v=[secret]\nTraceback")
+    assert "ValueError: x=[secret]" in stream.getvalue()
+    assert value not in stream.getvalue()
+
+
 # --- installing and uninstalling ---------------------------------------------------------------
 
 

@@ -218,9 +218,18 @@ def _redact_record(record: logging.LogRecord) -> None:
         if clean != message:
             record.msg = clean
             record.args = None
-    record.__class__ = _redacted_class(type(record))
-    if record.exc_text is not None:
-        record.exc_text = record.exc_text  # stored before: mask it now
+    try:
+        record.__class__ = _redacted_class(type(record))
+    except TypeError:
+        # A record class that takes no subclass or no other class: render the exception
+        # now, the default way, and mask that instead.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+    else:
+        if record.exc_text is not None:
+            record.exc_text = record.exc_text  # stored before: mask it now
     if record.stack_info:
         record.stack_info = redact(record.stack_info)
 
