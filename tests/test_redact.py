@@ -2,7 +2,7 @@
 ``veil.redact``, and installing and uninstalling the filter.
 
 Every test that installs the filter takes it out again (the ``log_filter`` fixture),
-so no test depends on another having installed it.
+and each starts without it, so no test depends on another having installed it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,19 @@ def new_secret(label: str) -> str:
     """The plaintext of a fresh secret this process now knows."""
     value: str = Secret(f"{label}-{secrets.token_hex(8)}").reveal()
     return value
+
+
+@pytest.fixture(autouse=True)
+def logging_as_found() -> Iterator[None]:
+    """Each test starts from logging's own record factory (the ``veil`` command, which
+    other tests run in this process, installs the filter for the rest of its process)
+    and must leave it so; the factory found is put back afterwards."""
+    found = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(logging.LogRecord)
+    yield
+    left = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(found)
+    assert left is logging.LogRecord, "a test left a record factory installed"
 
 
 @pytest.fixture
