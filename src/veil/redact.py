@@ -25,6 +25,15 @@ from .secret import _MIN_REMEMBERED, MASK, plaintexts_since, plaintexts_version
 __all__ = ["LogFilterHandle", "SecretRedactingFilter", "install_log_filter", "redact"]
 
 
+_ONE: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {}
+
+
+def _one(offset: int, length: int) -> tuple[tuple[int, int], ...]:
+    """The shared ``((offset, length),)``."""
+    pair = (offset, length)
+    return _ONE.setdefault(pair, (pair,))
+
+
 class _Anchors:
     """Secrets of at least ``width + stride - 1`` characters, found by looking up only
     every ``stride``-th window of ``width`` characters of a line.
@@ -46,8 +55,12 @@ class _Anchors:
         length = len(secret)
         for offset in range(self.stride):
             window = secret[offset : offset + self.width]
-            known = self.filed.get(window, ())
-            if (offset, length) not in known:
+            known = self.filed.get(window)
+            if known is None:
+                # Most windows file one (offset, length): share those tuples (100,000
+                # random 24-character secrets: 82 MB of index without, 41 MB with).
+                self.filed[window] = _one(offset, length)
+            elif (offset, length) not in known:
                 self.filed[window] = (*known, (offset, length))
 
     def candidates(self, text: str, out: list[tuple[int, int]]) -> None:
