@@ -81,7 +81,7 @@ class _Index:
     """Every known secret, in a set and filed by :class:`_Anchors`: secrets of 7
     characters or more under every 4th window of 4 characters of a line, shorter ones
     under every 2nd window of 3 (bench_redact.py: looking at a quarter of the windows
-    instead of all of them made a 120-character line 3-4x cheaper to scan).
+    instead of all of them made a 115-character line 3-4x cheaper to scan).
 
     Adding a secret files it under a few windows; nothing is copied or rebuilt. The
     index only grows, and one writer at a time (under ``_index_lock``) adds a secret
