@@ -392,6 +392,18 @@ def test_log_filter_does_not_mask_other_record_fields(log_filter: LogFilterHandl
     assert stream.getvalue() == f"svc.{value}: hello\n"
 
 
+def test_log_filter_does_not_see_records_built_without_the_factory(
+    log_filter: LogFilterHandle,
+) -> None:
+    value = new_secret("made")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.handle(logging.makeLogRecord({"msg": "v=%s", "args": (value,)}))
+    handler.addFilter(SecretRedactingFilter())
+    handler.handle(logging.makeLogRecord({"msg": "v=%s", "args": (value,)}))
+    assert stream.getvalue() == f"v={value}\nv=[secret]\n"
+
+
 def test_log_filter_does_not_mask_secrets_shorter_than_four_characters(
     log_filter: LogFilterHandle, logged: tuple[logging.Logger, io.StringIO]
 ) -> None:
