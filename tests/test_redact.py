@@ -401,7 +401,9 @@ def test_log_filter_does_not_see_records_built_without_the_factory(
     handler.handle(logging.makeLogRecord({"msg": "v=%s", "args": (value,)}))
     handler.addFilter(SecretRedactingFilter())
     handler.handle(logging.makeLogRecord({"msg": "v=%s", "args": (value,)}))
-    assert stream.getvalue() == f"v={value}\nv=[secret]\n"
+    # As a socket log server receives it: the exception already rendered.
+    handler.handle(logging.makeLogRecord({"msg": "e", "exc_text": f"ValueError: {value}"}))
+    assert stream.getvalue() == f"v={value}\nv=[secret]\ne\nValueError: [secret]\n"
 
 
 def test_log_filter_does_not_mask_secrets_shorter_than_four_characters(

@@ -217,9 +217,8 @@ def _masked_args(args: Any) -> Any:
 
 def _redact_record(record: logging.LogRecord) -> None:
     """Mask the message (rendered with its arguments), the exception text (as any
-    formatter stores it) and the stack text of ``record``, once."""
-    if isinstance(record, _RedactedRecord):
-        return
+    formatter stores it) and the stack text of ``record``. Running it again masks what
+    was set since (``logging.makeLogRecord`` fills a record after the factory made it)."""
     try:
         message = record.getMessage()
     except Exception:
@@ -232,7 +231,8 @@ def _redact_record(record: logging.LogRecord) -> None:
             record.msg = clean
             record.args = None
     try:
-        record.__class__ = _redacted_class(type(record))
+        if not isinstance(record, _RedactedRecord):
+            record.__class__ = _redacted_class(type(record))
     except TypeError:
         # A record class that takes no subclass or no other class: render the exception
         # now, the default way, and mask that instead.
