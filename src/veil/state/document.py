@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import gc
 import hmac
 import json
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from .._secret import Secret
@@ -248,22 +246,6 @@ def _same(a: str | bytes, b: str | bytes) -> bool:
     return isinstance(a, bytes) and isinstance(b, bytes) and hmac.compare_digest(a, b)
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a document is built or read.
-
-    Such a tree makes many objects and no cycles; without this, collections that
-    scan every live object run again and again and make large saves superlinear.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _check_provider(provider: object) -> None:
     from ..providers.base import SecretsProvider  # below state; imported when first used
 
@@ -465,29 +447,28 @@ def _dump(
     if isinstance(new_serial, bool) or not isinstance(new_serial, int) or new_serial < 0:
         raise InvalidValueError(f"serial must be an int >= 0, not {new_serial!r}")
 
-    with _gc_paused():
-        return _dump_paused(
-            tree,
-            sealer=Sealer(stack),
-            provider=provider,
-            stack=stack,
-            previous=previous,
-            additional_providers=additional_providers,
-            rotate_key=rotate_key,
-            strict=strict,
-            allow_plaintext=allow_plaintext,
-            keep_recipients=not (replace_recipients or rotate_key),
-            drop_recipients=drop_recipients,
-            leak_hint=leak_hint,
-            stacklevel=stacklevel + 1,
-            data_key=data_key,
-            cipher=cipher,
-            serial=new_serial,
-            reuse=reuse,
-        )
+    return _dump_checked(
+        tree,
+        sealer=Sealer(stack),
+        provider=provider,
+        stack=stack,
+        previous=previous,
+        additional_providers=additional_providers,
+        rotate_key=rotate_key,
+        strict=strict,
+        allow_plaintext=allow_plaintext,
+        keep_recipients=not (replace_recipients or rotate_key),
+        drop_recipients=drop_recipients,
+        leak_hint=leak_hint,
+        stacklevel=stacklevel + 1,
+        data_key=data_key,
+        cipher=cipher,
+        serial=new_serial,
+        reuse=reuse,
+    )
 
 
-def _dump_paused(
+def _dump_checked(
     tree: Any,
     *,
     sealer: Sealer,
@@ -553,7 +534,7 @@ def _dump_paused(
                 fresh.append(leaf)
     else:
         fresh = leaves
-    tokens = cipher._seal_many([f[0] for f in fresh], [f[2].encode("ascii") for f in fresh])
+    tokens = cipher.seal_many([f[0] for f in fresh], [f[2].encode("ascii") for f in fresh])
     for (_value, key, aad, marker), token in zip(fresh, tokens, strict=True):
         marker[SECRET_KEY] = token
         sealed[aad] = (key, token)
@@ -808,11 +789,6 @@ def load_document(data: bytes, *, provider: SecretsProvider) -> Document:
     (``StateIntegrityError``). ``provider`` supplies credentials; its stored settings
     come from the document (``provider.with_description``).
     """
-    with _gc_paused():
-        return _load_paused(data, provider)
-
-
-def _load_paused(data: bytes, provider: SecretsProvider) -> Document:
     _check_provider(provider)
     raw, text, entries = _parse(data)
     data_key, entry = _unwrap(provider, entries, raw["stack"], raw["key_id"])
@@ -829,20 +805,19 @@ def load_with_stored_providers(
     that unwraps the data key is used, so the document is parsed once. Raises the
     first entry's error if none does.
     """
-    with _gc_paused():
-        raw, text, entries = _parse(data)
-        failure: VeilError | None = None
-        for candidate in entries:
-            try:
-                provider = build(candidate)
-                _check_provider(provider)
-                data_key, entry = _unwrap(provider, entries, raw["stack"], raw["key_id"])
-            except VeilError as exc:
-                failure = failure or exc
-                continue
-            return provider, _open_parsed(raw, text, entries, provider, data_key, entry)
-        assert failure is not None  # entries is never empty
-        raise failure
+    raw, text, entries = _parse(data)
+    failure: VeilError | None = None
+    for candidate in entries:
+        try:
+            provider = build(candidate)
+            _check_provider(provider)
+            data_key, entry = _unwrap(provider, entries, raw["stack"], raw["key_id"])
+        except VeilError as exc:
+            failure = failure or exc
+            continue
+        return provider, _open_parsed(raw, text, entries, provider, data_key, entry)
+    assert failure is not None  # entries is never empty
+    raise failure
 
 
 def _open_parsed(
