@@ -72,11 +72,8 @@ __all__ = [
     "dumps_async",
     "format_path",
     "load_document",
-    "load_with_stored_providers",
     "loads",
-    "provider_entries_from_json",
     "read_header",
-    "unwrap_data_key",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -223,11 +220,6 @@ class Document:
         """The document's data key: key material, for the stack that owns it (to keep
         the previous key while a rotation completes). Never write it anywhere."""
         return self._data_key
-
-    @property
-    def secret_count(self) -> int:
-        """How many sealed values the document holds."""
-        return len(self._sealed)
 
     def __reduce_ex__(self, protocol: object) -> Any:
         from ..errors import SecretPickleError
@@ -594,29 +586,129 @@ def dumps(
     provider: SecretsProvider,
     stack: str,
     previous: Document | bytes | None = None,
-    **options: Any,
+    additional_providers: Sequence[SecretsProvider] = (),
+    serial: int | None = None,
+    rotate_key: bool = False,
+    strict: bool | None = None,
+    allow_plaintext: Iterable[PathLike] = (),
+    replace_recipients: bool = False,
+    drop_recipients: Iterable[str] = (),
+    data_key: bytes | None = None,
+    stacklevel: int = 1,
+    leak_hint: str = "allow_plaintext",
 ) -> bytes:
-    """The bytes of a state document for ``tree``; see :func:`dump_document`."""
-    return _dump(tree, provider=provider, stack=stack, previous=previous, stacklevel=3, **options)[
-        0
-    ]
+    """The bytes of a state document for ``tree``; the options are those of
+    :func:`dump_document`."""
+    return _dump(
+        tree,
+        provider=provider,
+        stack=stack,
+        previous=previous,
+        additional_providers=additional_providers,
+        serial=serial,
+        rotate_key=rotate_key,
+        strict=strict,
+        allow_plaintext=allow_plaintext,
+        replace_recipients=replace_recipients,
+        drop_recipients=tuple(drop_recipients),
+        data_key=data_key,
+        stacklevel=2 + stacklevel,
+        leak_hint=leak_hint,
+    )[0]
 
 
 async def dump_document_async(
-    tree: Any, *, provider: SecretsProvider, stack: str, **options: Any
+    tree: Any,
+    *,
+    provider: SecretsProvider,
+    stack: str,
+    previous: Document | bytes | None = None,
+    additional_providers: Sequence[SecretsProvider] = (),
+    serial: int | None = None,
+    rotate_key: bool = False,
+    strict: bool | None = None,
+    allow_plaintext: Iterable[PathLike] = (),
+    replace_recipients: bool = False,
+    drop_recipients: Iterable[str] = (),
+    data_key: bytes | None = None,
+    stacklevel: int = 1,
+    leak_hint: str = "allow_plaintext",
 ) -> tuple[bytes, Document]:
     """:func:`dump_document` that first awaits every pending Output in ``tree``."""
+    drop_recipients = tuple(drop_recipients)  # read by both attempts below
     try:
-        return dump_document(tree, provider=provider, stack=stack, **options)
+        return dump_document(
+            tree,
+            provider=provider,
+            stack=stack,
+            previous=previous,
+            additional_providers=additional_providers,
+            serial=serial,
+            rotate_key=rotate_key,
+            strict=strict,
+            allow_plaintext=allow_plaintext,
+            replace_recipients=replace_recipients,
+            drop_recipients=drop_recipients,
+            data_key=data_key,
+            stacklevel=stacklevel,
+            leak_hint=leak_hint,
+        )
     except PendingOutputError:
         pass
     resolved = await resolve(tree, ())
-    return dump_document(resolved, provider=provider, stack=stack, **options)
+    return dump_document(
+        resolved,
+        provider=provider,
+        stack=stack,
+        previous=previous,
+        additional_providers=additional_providers,
+        serial=serial,
+        rotate_key=rotate_key,
+        strict=strict,
+        allow_plaintext=allow_plaintext,
+        replace_recipients=replace_recipients,
+        drop_recipients=drop_recipients,
+        data_key=data_key,
+        stacklevel=stacklevel,
+        leak_hint=leak_hint,
+    )
 
 
-async def dumps_async(tree: Any, *, provider: SecretsProvider, stack: str, **options: Any) -> bytes:
+async def dumps_async(
+    tree: Any,
+    *,
+    provider: SecretsProvider,
+    stack: str,
+    previous: Document | bytes | None = None,
+    additional_providers: Sequence[SecretsProvider] = (),
+    serial: int | None = None,
+    rotate_key: bool = False,
+    strict: bool | None = None,
+    allow_plaintext: Iterable[PathLike] = (),
+    replace_recipients: bool = False,
+    drop_recipients: Iterable[str] = (),
+    data_key: bytes | None = None,
+    stacklevel: int = 1,
+    leak_hint: str = "allow_plaintext",
+) -> bytes:
     """:func:`dumps` that first awaits every pending Output in ``tree``."""
-    return (await dump_document_async(tree, provider=provider, stack=stack, **options))[0]
+    document = await dump_document_async(
+        tree,
+        provider=provider,
+        stack=stack,
+        previous=previous,
+        additional_providers=additional_providers,
+        serial=serial,
+        rotate_key=rotate_key,
+        strict=strict,
+        allow_plaintext=allow_plaintext,
+        replace_recipients=replace_recipients,
+        drop_recipients=drop_recipients,
+        data_key=data_key,
+        stacklevel=stacklevel,
+        leak_hint=leak_hint,
+    )
+    return document[0]
 
 
 # --- loading -----------------------------------------------------------------------------------
