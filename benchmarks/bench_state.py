@@ -104,15 +104,17 @@ def bench_guard(n: int = 100_000) -> tuple[float, int]:
     """The leak guard alone: n secrets against the tree's plain strings, plus n more
     (no leak); best of 3. Returns the time and the number of plain strings."""
     try:
-        from veil.state._walk import Sealer
-        from veil.state.leaks import find_leaks
+        from veil.state import _walk, leaks
+
+        make_sealer: Callable[[str], Any] = _walk.Sealer
+        find_leaks: Callable[..., Any] = leaks.find_leaks
     except ImportError:  # a revision before the state rooms (for compare.py)
         from veil.state import document
 
-        Sealer = document._Sealer  # type: ignore[attr-defined]
-        find_leaks = document._find_leaks  # type: ignore[attr-defined]
+        make_sealer = vars(document)["_Sealer"]
+        find_leaks = vars(document)["_find_leaks"]
 
-    sealer = Sealer("bench")
+    sealer = make_sealer("bench")
     sealer.root(make_tree(n, secret=True))
     strings = sealer.strings + [f"plain-{i:08d}-{os.urandom(6).hex()}" for i in range(n)]
     secrets = [leaf[0] for leaf in sealer.leaves]

@@ -352,8 +352,8 @@ def test_an_authentic_value_that_is_not_json_leaves_no_plaintext_in_the_error() 
     # plaintext inside a token by sealing through the cipher's own AEAD.
     raw = base64.b64decode(good.split(":", 3)[3])
     nonce = raw[:12]
-    aead: AESGCM = cipher._aead  # type: ignore[attr-defined]
-    prefix: bytes = cipher._aad_prefix  # type: ignore[attr-defined]
+    aead: AESGCM = cipher._aead
+    prefix: bytes = cipher._aad_prefix
     forged_ct = aead.encrypt(nonce, b"not-json TOPSECRET-PLAINTEXT", prefix + b"aad")
     forged = good.rsplit(":", 1)[0] + ":" + base64.b64encode(nonce + forged_ct).decode()
     with pytest.raises(veil.DecryptionError) as info:

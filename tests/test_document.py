@@ -7,7 +7,7 @@ import base64
 import json
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,8 @@ def test_document_tree_equals_what_loads_returns(provider: CountingProvider) -> 
 
 
 def test_pending_output_is_refused_naming_its_path(provider: CountingProvider) -> None:
+    pending: Output[str]
+    _resolve: Callable[[Output[str]], None]
     pending, _resolve = veil.deferred_output()
     with pytest.raises(PendingOutputError, match=r"outputs\.db\[1\]"):
         dumps({"outputs": {"db": [0, pending]}}, provider=provider, stack="dev")
@@ -219,6 +221,8 @@ def test_unknown_value_is_refused(provider: CountingProvider) -> None:
 
 def test_dumps_async_awaits_pending_outputs(provider: CountingProvider) -> None:
     async def main() -> bytes:
+        pending: Output[str]
+        resolve: Callable[[Output[str]], None]
         pending, resolve = veil.deferred_output()
         loop = asyncio.get_running_loop()
         loop.call_later(0.01, resolve, Output.secret("late"))

@@ -34,6 +34,7 @@ from ..errors import (
     PlaintextLeakError,
     ProviderConfigError,
     ProviderError,
+    SecretPickleError,
     StateFormatError,
     StateIntegrityError,
     UsageError,
@@ -222,8 +223,6 @@ class Document:
         return self._data_key
 
     def __reduce_ex__(self, protocol: object) -> Any:
-        from ..errors import SecretPickleError
-
         raise SecretPickleError("a Document holds a data key and plaintexts; it cannot be pickled")
 
 
