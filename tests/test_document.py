@@ -724,7 +724,8 @@ def test_sealed_value_moved_from_another_passphrase_stack_is_detected() -> None:
 
 def test_whole_document_renamed_to_another_stack_is_refused(provider: CountingProvider) -> None:
     data = _rewrite(_doc(provider), lambda r: r.update(stack="prod"))
-    with pytest.raises(VeilError):
+    # The stack is in the context the data key was wrapped with: it does not unwrap.
+    with pytest.raises(KeyUnwrapError, match="'prod'"):
         loads(data, provider=provider)
 
 
