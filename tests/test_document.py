@@ -725,7 +725,7 @@ def test_sealed_value_moved_from_another_passphrase_stack_is_detected() -> None:
 def test_whole_document_renamed_to_another_stack_is_refused(provider: CountingProvider) -> None:
     data = _rewrite(_doc(provider), lambda r: r.update(stack="prod"))
     # The stack is in the context the data key was wrapped with: it does not unwrap.
-    with pytest.raises(KeyUnwrapError, match="'prod'"):
+    with pytest.raises(KeyUnwrapError, match="another stack"):
         loads(data, provider=provider)
 
 
