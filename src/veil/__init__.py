@@ -37,6 +37,7 @@ _V = TypeVar("_V")
 _S = TypeVar("_S", bound="str | bytes | int | float | bool | None")
 
 
+# secret and unsecret take the same inputs, so their overloads are the same list.
 @overload
 def secret(value: Output[_T]) -> Output[_T]: ...
 

@@ -89,6 +89,7 @@ class ProviderComplianceSuite:
         assert isinstance(type(provider).from_url(provider.url), type(provider))
 
     # --- round trips ----------------------------------------------------------------
+    # Each check makes its own key and wrapped key: it reads alone as one behaviour.
 
     def test_round_trip(self, provider: SecretsProvider) -> None:
         key = generate_data_key()

@@ -187,6 +187,7 @@ class Document:
         init(self, "_tree_box", [] if tree_box is None else tree_box)
         init(self, "guarded", guarded)
 
+    # Immutable as Secret is: two lines each, the message naming the class.
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("a Document is immutable")
 
@@ -579,6 +580,9 @@ def _dump_checked(
     return data, document
 
 
+# The options of dump_document are written out again in dumps, dump_document_async and
+# dumps_async, not passed as **options, so that type checkers and help() show them
+# (tests/test_public_api.py checks that the four lists agree).
 def dumps(
     tree: Any,
     *,

@@ -163,6 +163,7 @@ class StackLock(abc.ABC):
     def release(self) -> None:
         """Give the lock up. Calling it again does nothing."""
 
+    # The context-manager protocol as Stack's: each releases its own resource.
     def __enter__(self) -> StackLock:
         return self
 
