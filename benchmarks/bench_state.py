@@ -1,6 +1,6 @@
 """State documents: dumps/loads against a baseline of JSON plus one AES-GCM call per secret.
 
-Run: /work/venv/bin/python benchmarks/bench_state.py [--sizes 1000,10000,100000]
+Run: python benchmarks/bench_state.py [--sizes 1000,10000,100000]
 
 For N secret leaves the tree holds N resources, each with a secret password and a few
 plain fields (strings, numbers). Baselines:
