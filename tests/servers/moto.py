@@ -36,7 +36,7 @@ import pytest
 try:
     from moto.server import ThreadedMotoServer
 except ImportError:  # pragma: no cover - reported by the fixture
-    ThreadedMotoServer = None
+    ThreadedMotoServer = None  # type: ignore[assignment,misc]
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
