@@ -21,8 +21,10 @@ __all__ = [
     "PassphraseRequiredError",
     "PendingOutputError",
     "PlaintextLeakError",
+    "ProviderAccessError",
     "ProviderConfigError",
     "ProviderError",
+    "ProviderKeyError",
     "ProviderUnavailableError",
     "SecretPickleError",
     "StackExistsError",
@@ -31,6 +33,8 @@ __all__ = [
     "StateFormatError",
     "StateIntegrityError",
     "StateLockedError",
+    "StoreAccessError",
+    "StoreUnavailableError",
     "UnknownProviderError",
     "UnknownValueError",
     "UsageError",
@@ -121,6 +125,16 @@ class KeyFilePermissionError(ProviderError):
     """A local key file is readable by other users; ``chmod 600`` it."""
 
 
+class ProviderAccessError(ProviderError):
+    """A key service refused the caller: credentials missing, invalid or expired, or a
+    permission they lack. The message names the credential source or the permission."""
+
+
+class ProviderKeyError(ProviderError):
+    """A key service's key cannot be used: it does not exist, was deleted or disabled,
+    or is of a type that cannot encrypt (a signing key, for example)."""
+
+
 # --- State, stacks and config ------------------------------------------------------------
 
 
@@ -140,6 +154,17 @@ class StateIntegrityError(StateError):
 
 class StateLockedError(StateError):
     """Another writer holds the stack's lock."""
+
+
+class StoreUnavailableError(StateError):
+    """The state store could not be reached in time (network down, wrong endpoint,
+    service not answering). Nothing was written."""
+
+
+class StoreAccessError(StateError):
+    """The state store refused or failed the request: access denied, missing or
+    expired credentials, the bucket, container, table, database or folder missing or
+    not writable. Nothing was written."""
 
 
 class StackNotFoundError(StateError):

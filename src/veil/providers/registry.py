@@ -39,6 +39,7 @@ _BUILTIN: dict[str, str] = {
     "passphrase": "veil.providers.passphrase:PassphraseProvider",
     "file": "veil.providers.local:LocalKeyProvider",
     "age": "veil.providers.age:AgeProvider",
+    "azurekeyvault": "veil.providers.azure:AzureKeyVaultProvider",
 }
 
 _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*\Z")
