@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from veil import InvalidStackNameError, StackNotFoundError, StateError, StateLockedError
+from veil import (
+    InvalidStackNameError,
+    StackNotFoundError,
+    StateError,
+    StateLockedError,
+    StoreAccessError,
+)
 from veil.state import (
     DEFAULT_HISTORY_SIZE,
     FileStore,
@@ -109,7 +115,7 @@ def test_failed_write_removes_its_temporary_file_and_keeps_old_bytes(store: File
     store.write("other", b"keep")
     # A folder where the state file should be makes the final rename fail for real.
     (store.root / "stacks" / "dev.json").mkdir()
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(StoreAccessError, match="cannot write stack 'dev'"):
         store.write("dev", b"new")
     assert sorted(os.listdir(store.root / "stacks")) == ["dev.json", "other.json"]
     assert store.read("other") == b"keep"

@@ -39,6 +39,7 @@ _BUILTIN: dict[str, str] = {
     "passphrase": "veil.providers.passphrase:PassphraseProvider",
     "file": "veil.providers.local:LocalKeyProvider",
     "age": "veil.providers.age:AgeProvider",
+    "awskms": "veil.providers.aws:AwsKmsProvider",
     "azurekeyvault": "veil.providers.azure:AzureKeyVaultProvider",
 }
 

@@ -25,7 +25,13 @@ from types import TracebackType
 from typing import NamedTuple
 
 from .._files import fsync_dir, write_atomic
-from ..errors import InvalidStackNameError, StackNotFoundError, StateError, StateLockedError
+from ..errors import (
+    InvalidStackNameError,
+    StackNotFoundError,
+    StateError,
+    StateLockedError,
+    StoreAccessError,
+)
 
 __all__ = [
     "DEFAULT_HISTORY_SIZE",
@@ -276,6 +282,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _os_errors(action: str, where: Path) -> Iterator[None]:
+    """Turn an ``OSError`` (no space, permission denied, not a folder) into a
+    :class:`StoreAccessError` naming what failed and where."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    else:
+        return
+    raise StoreAccessError(
+        f"cannot {action} in the state folder {where}: {reason}. Check that the folder "
+        "exists, is writable by this user and that the disk is not full."
+    )
+
+
 class _FileStackLock(StackLock):
     def __init__(self, store: FileStore, stack: str, info: LockInfo) -> None:
         self.stack = stack
@@ -322,7 +344,12 @@ class FileStore(StateStore):
 
     @property
     def url(self) -> str:
-        return "file://" + str(self.root)
+        import urllib.parse  # here: only URLs need it, and it costs at import time
+
+        url = "file://" + urllib.parse.quote(str(self.root), safe="/~")
+        if self.history_size != DEFAULT_HISTORY_SIZE:
+            url += f"?history={self.history_size}"
+        return url
 
     # paths
 
@@ -392,7 +419,8 @@ class FileStore(StateStore):
                     f"({held.info.describe()}); release that lock first"
                 )
             info = LockInfo.current(owner)
-            self._acquire(stack, info)
+            with _os_errors(f"take the lock of stack {stack!r}", self.root):
+                self._acquire(stack, info)
             lock = _FileStackLock(self, stack, info)
             self._held[stack] = lock
             return lock
@@ -542,7 +570,10 @@ class FileStore(StateStore):
         current = self._read_lock(path)
         # Only remove our own record: the lock may have been broken and retaken.
         if current is not None and current.token == lock.info.token:
-            with contextlib.suppress(FileNotFoundError):
+            with (
+                _os_errors(f"release the lock of stack {lock.stack!r}", self.root),
+                contextlib.suppress(FileNotFoundError),
+            ):
                 path.unlink()
 
     def lock_info(self, stack: str) -> LockInfo | None:
@@ -551,10 +582,11 @@ class FileStore(StateStore):
     def break_lock(self, stack: str) -> LockInfo | None:
         path = self._lock_path(stack)
         info = self._read_lock(path)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return None
+        with _os_errors(f"break the lock of stack {stack!r}", self.root):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return None
         return info
 
     @contextlib.contextmanager
@@ -581,12 +613,13 @@ class FileStore(StateStore):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise StateError(f"state data must be bytes, not {type(data).__name__}")
         path = self._state_path(stack)
-        with self._writing(stack):
+        data = bytes(data)
+        with self._writing(stack), _os_errors(f"write stack {stack!r}", self.root):
             self._ensure_dir(path.parent)
             self._remove_leftovers(path)
-            write_atomic(path, bytes(data))
+            write_atomic(path, data)
             if self.history_size:
-                self._record_history(stack, path)
+                self._record_history(stack, data)
 
     @staticmethod
     def _remove_leftovers(path: Path) -> None:
@@ -598,16 +631,14 @@ class FileStore(StateStore):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
 
-    def _record_history(self, stack: str, current: Path) -> None:
+    def _record_history(self, stack: str, data: bytes) -> None:
         folder = self._history_dir(stack)
         self._ensure_dir(folder)
         versions = self._versions(folder)
         target = folder / f"{(versions[-1] + 1) if versions else 1:010d}.json"
-        # A hard link costs no copy; state files are only ever replaced, never edited.
-        try:
-            os.link(current, target)
-        except OSError:
-            write_atomic(target, current.read_bytes())
+        # A copy of its own, never a hard link: the live file and a kept version share
+        # no storage, so whatever happens to one cannot change the other.
+        write_atomic(target, data)
         versions.append(int(target.stem))
         for old in versions[: -self.history_size]:
             with contextlib.suppress(FileNotFoundError):
@@ -624,12 +655,17 @@ class FileStore(StateStore):
     def delete(self, stack: str) -> None:
         path = self._state_path(stack)
         with self._writing(stack):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                raise StackNotFoundError(f"no stack {stack!r} in {self.url}") from None
-            fsync_dir(path.parent)
-            shutil.rmtree(self._history_dir(stack), ignore_errors=True)
+            with _os_errors(f"delete stack {stack!r}", self.root):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    missing = True
+                else:
+                    missing = False
+                    fsync_dir(path.parent)
+                    shutil.rmtree(self._history_dir(stack), ignore_errors=True)
+            if missing:
+                raise StackNotFoundError(f"no stack {stack!r} in {self.url}")
 
     # history
 
