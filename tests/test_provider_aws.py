@@ -30,9 +30,12 @@ from veil.providers import provider_from_url
 from veil.testing import ProviderComplianceSuite
 
 boto3 = pytest.importorskip("boto3")
-from servers.moto import REGION, MotoServer, aws_env, closed_port, moto_server  # noqa: E402, F401
+from servers import moto as _moto  # noqa: E402
+from servers.moto import REGION, MotoServer, closed_port  # noqa: E402
 from veil.providers.aws import AwsKmsProvider  # noqa: E402
 
+moto_server = _moto.moto_server
+aws_env = _moto.aws_env
 CONTEXT = {"stack": "dev"}
 
 
@@ -244,7 +247,7 @@ def test_no_credentials_is_an_access_error(key_id: str, monkeypatch: pytest.Monk
 
 def test_missing_key_is_a_key_error(aws_env: MotoServer) -> None:
     provider = AwsKmsProvider("11111111-2222-3333-4444-555555555555", region=REGION)
-    with pytest.raises(ProviderKeyError, match="no such key.*region"):
+    with pytest.raises(ProviderKeyError, match=r"no such key.*region"):
         provider.wrap_key(generate_data_key(), CONTEXT)
     with pytest.raises(ProviderKeyError, match="no such key"):
         AwsKmsProvider("alias/nobody", region=REGION).wrap_key(generate_data_key(), CONTEXT)
@@ -287,7 +290,7 @@ def test_key_pending_deletion_is_a_key_error(aws_env: MotoServer, key_id: str) -
 )
 def test_key_of_the_wrong_type_is_a_key_error(aws_env: MotoServer, usage: str, spec: str) -> None:
     arn = _new_key(aws_env, KeyUsage=usage, KeySpec=spec)
-    with pytest.raises(ProviderKeyError, match="wrong type.*SYMMETRIC_DEFAULT"):
+    with pytest.raises(ProviderKeyError, match=r"wrong type.*SYMMETRIC_DEFAULT"):
         AwsKmsProvider(arn).wrap_key(generate_data_key(), CONTEXT)
 
 
@@ -378,7 +381,10 @@ def test_provider_refuses_pickling(key_id: str) -> None:
 
 
 def test_import_veil_imports_no_aws_sdk() -> None:
-    code = "import sys, veil, veil.providers, veil.state; print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
+    code = (
+        "import sys, veil, veil.providers, veil.state; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -278,22 +278,39 @@ while done < wanted:
 print(done, refused, flush=True)
 """
 
-_KEEP_WRITING = """
-import sys
+# Imports once, then forks one writer per trial: a trial costs a fork, not a start-up.
+_WRITER_FORKS = """
+import os, sys, traceback
 from veil.errors import StateLockedError
 from veil.state import store_from_url
-store = store_from_url(sys.argv[1])
-stack, size, first = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-bodies = [(b"%08d" % n) * (size // 8) for n in range(first, first + 200)]
-print("ready", flush=True)
-sys.stdin.readline()
-for body in bodies:
-    try:
-        store.write(stack, body)
-    except StateLockedError:
-        pass
-print("done", flush=True)
-sys.stdin.readline()
+url, stack, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store_from_url(url).exists(stack)  # modules and caches warm; this object is not reused
+print("forking", flush=True)
+for line in sys.stdin:
+    command, _, arg = line.strip().partition(" ")
+    if command == "fork":
+        pid = os.fork()
+        if pid:
+            continue
+        try:
+            store = store_from_url(url)  # its own connections, none shared with the parent
+            store.exists(stack)
+            first = int(arg)
+            bodies = [(b"%08d" % n) * (size // 8) for n in range(first, first + 200)]
+            os.write(1, b"ready %d\\n" % os.getpid())
+            for body in bodies:
+                try:
+                    store.write(stack, body)
+                except StateLockedError:
+                    pass
+        except BaseException:
+            traceback.print_exc()
+            os.write(1, b"failed\\n")
+        finally:
+            os._exit(0)
+    elif command == "reap":
+        os.waitpid(int(arg), 0)
+        print("reaped", flush=True)
 """
 
 
@@ -687,44 +704,42 @@ class StateStoreComplianceSuite:
             assert versions == list(range(versions[0], versions[0] - len(versions), -1))
         assert store.lock_info("counter") is None
 
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
     def test_writer_killed_mid_write_leaves_old_or_new_bytes(
         self, store: StateStore, subprocess_prelude: str
     ) -> None:
         size = self.payload_size
+        started = time.monotonic()
         store.write("crash", _payload(0, size))
+        store.write("crash", _payload(0, size))
+        per_write = (time.monotonic() - started) / 2
         rng = random.Random(20240601)  # noqa: S311 (timing only)
-
-        def start(trial: int) -> subprocess.Popen[str]:
-            first = 1000 * (trial + 1)
-            proc = self._spawn(
-                subprocess_prelude, _KEEP_WRITING, store.url, "crash", str(size), str(first)
-            )
-            return proc
-
-        procs = [start(0)]
+        forks = self._spawn(subprocess_prelude, _WRITER_FORKS, store.url, "crash", str(size))
+        assert forks.stdout is not None
+        assert forks.stdin is not None
         landed = 0
-        for trial in range(self.kill_trials):
-            proc = procs.pop(0)
-            procs.append(start(trial + 1))  # the next one imports while this one runs
-            try:
-                assert proc.stdout is not None
-                assert proc.stdin is not None
-                line = proc.stdout.readline().strip()
-                assert line == "ready", proc.stderr.read() if proc.stderr else line
-                proc.stdin.write("go\n")
-                proc.stdin.flush()
-                time.sleep(rng.uniform(0.0, 0.08))
-                proc.send_signal(signal.SIGKILL)
-            finally:
-                _reap(proc)
-            data = store.read("crash")
-            assert _is_payload(data, size), f"trial {trial}: the stack holds a mix"
-            if int(data[:8]) >= 1000:
-                landed += 1
-            if not self.takes_over_stale_locks:
-                store.break_lock("crash")
-            store.write("crash", _payload(trial + 1, size))
-            assert store.read("crash") == _payload(trial + 1, size)
-        for proc in procs:
-            _reap(proc)
+        try:
+            line = forks.stdout.readline().strip()
+            assert line == "forking", forks.stderr.read() if forks.stderr else line
+            for trial in range(self.kill_trials):
+                forks.stdin.write(f"fork {1000 * (trial + 1)}\n")
+                forks.stdin.flush()
+                line = forks.stdout.readline().strip()
+                assert line.startswith("ready "), line
+                pid = int(line.split()[1])
+                time.sleep(rng.uniform(0.0, 3 * per_write + 0.005))
+                os.kill(pid, signal.SIGKILL)
+                forks.stdin.write(f"reap {pid}\n")
+                forks.stdin.flush()
+                assert forks.stdout.readline().strip() == "reaped"
+                data = store.read("crash")
+                assert _is_payload(data, size), f"trial {trial}: the stack holds a mix"
+                if int(data[:8]) >= 1000:
+                    landed += 1
+                if not self.takes_over_stale_locks:
+                    store.break_lock("crash")
+                store.write("crash", _payload(trial + 1, size))
+                assert store.read("crash") == _payload(trial + 1, size)
+        finally:
+            _reap(forks)
         assert landed > 0, "no killed writer ever wrote: the kills came too early to test"

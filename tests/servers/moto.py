@@ -23,6 +23,7 @@ import collections
 import contextlib
 import http.client
 import json
+import logging
 import os
 import re
 import socket
@@ -159,7 +160,7 @@ class MotoServer:
         with self._count_lock:
             self.calls[operation] += 1
 
-        refusal = self._kms_refusal(operation, body)
+        refusal = self._kms_refusal(operation, body, headers.get("Authorization", ""))
         if refusal is not None:
             start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.1")])
             return [refusal]
@@ -189,7 +190,7 @@ class MotoServer:
         finally:
             conn.close()
 
-    def _kms_refusal(self, operation: str, body: bytes) -> bytes | None:
+    def _kms_refusal(self, operation: str, body: bytes, authorization: str) -> bytes | None:
         if operation not in ("kms:Encrypt", "kms:Decrypt"):
             return None
         try:
@@ -197,7 +198,7 @@ class MotoServer:
             key_id = params.get("KeyId")
             if not key_id:
                 return None
-            backend = self.kms_backend(self._region_of(key_id))
+            backend = self.kms_backend(_region_of(key_id, authorization))
             key = backend.keys[backend.any_id_to_key_id(key_id)]
         except Exception:  # moto answers for unknown keys itself
             return None
@@ -214,11 +215,14 @@ class MotoServer:
             )
         return None
 
-    @staticmethod
-    def _region_of(key_id: str) -> str:
-        if key_id.startswith("arn:"):
-            return key_id.split(":")[3]
-        return os.environ.get("VEIL_TEST_KMS_REGION", REGION)
+
+def _region_of(key_id: str, authorization: str) -> str:
+    """The region a KMS request addresses: the key ARN's, else the signature's scope
+    (``Credential=AKID/DATE/REGION/kms/aws4_request``)."""
+    if key_id.startswith("arn:"):
+        return key_id.split(":")[3]
+    scope = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/kms/", authorization)
+    return scope.group(1) if scope else REGION
 
 
 def _as_kms(
@@ -254,6 +258,8 @@ def moto_server() -> Iterator[MotoServer]:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+    # One log line per request would cost more than the request.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = MotoServer()
     server.start()
     try:
