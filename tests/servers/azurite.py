@@ -3,7 +3,8 @@
 Found as ``azurite-blob`` on PATH (``.ci/run`` installs it with ``npm install -g azurite``)
 or in ``~/.cache/veil-tests/azurite`` (installed there with npm when missing and npm is
 present). Started on 127.0.0.1 with a free port and a temporary folder, with the
-well-known development account ``devstoreaccount1``.
+well-known development account ``devstoreaccount1`` and its telemetry switched off
+(``--disableTelemetry``: by default Azurite reports usage to a Microsoft host).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
             "--skipApiVersionCheck",
             "--loose",
             "--silent",
+            "--disableTelemetry",  # Azurite reports usage to Microsoft unless told not to
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

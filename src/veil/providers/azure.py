@@ -306,7 +306,9 @@ class AzureKeyVaultProvider(SecretsProvider):
                     f"{self._where()} has no version {version}: the data key was wrapped by "
                     "another key, or the wrapped key was altered"
                 )
-            self._fail(failure, "get", version)
+            error = self._translate(failure, "get", version)
+            del failure  # its response holds the request, bearer token included
+            raise error
         if properties is None:
             # No keys/get permission: every operation is done by Key Vault itself.
             crypto = CryptographyClient(kid, credential, **_PIPELINE)
@@ -340,13 +342,9 @@ class AzureKeyVaultProvider(SecretsProvider):
                 "--enabled true) or use another key"
             )
 
-    def _fail(self, exc: Exception, operation: str, version: str | None) -> NoReturn:
-        """Raise the veil error for an SDK failure; keeps nothing of ``exc`` attached."""
-        error = self._translate(exc, operation, version)
-        del exc
-        raise error
-
     def _translate(self, exc: Exception, operation: str, version: str | None) -> Exception:
+        """The veil error for an SDK failure: built from its status and the service's
+        error code and message only, never from the request (which carries the token)."""
         where = self._where()
         if isinstance(exc, _azure_errors.ClientAuthenticationError):
             detail = _service_message(exc)
@@ -425,7 +423,9 @@ class AzureKeyVaultProvider(SecretsProvider):
         except Exception as exc:
             failure = exc
         if failure is not None:
-            self._fail(failure, "wrapKey", self._version)
+            error = self._translate(failure, "wrapKey", self._version)
+            del failure  # its response holds the request, bearer token included
+            raise error
         version = self._version or (
             properties.properties.version if properties is not None else _version_of(seen)
         )
@@ -461,7 +461,9 @@ class AzureKeyVaultProvider(SecretsProvider):
         except Exception as exc:
             failure = exc
         if failure is not None:
-            self._fail(failure, "unwrapKey", version)
+            error = self._translate(failure, "unwrapKey", version)
+            del failure  # its response holds the request, bearer token included
+            raise error
         digest, key = plaintext[:_DIGEST_SIZE], plaintext[_DIGEST_SIZE:]
         if len(plaintext) <= _DIGEST_SIZE or not hmac.compare_digest(digest, expected):
             raise KeyUnwrapError(

@@ -254,9 +254,8 @@ class AzureBlobStore(StateStore):
                 f"Azure Blob Storage failed {doing} for {where} (HTTP {status} {code}); "
                 "try again later"
             )
-        return StoreAccessError(
-            f"Azure Blob Storage failed {doing} for {where} ({code or status or type(exc).__name__})"
-        )
+        what = code or status or type(exc).__name__
+        return StoreAccessError(f"Azure Blob Storage failed {doing} for {where} ({what})")
 
     def _service_account(self) -> str:
         name = getattr(self._service, "account_name", None)
@@ -295,11 +294,8 @@ class AzureBlobStore(StateStore):
         try:
             return self._client.get_blob_client(name).get_blob_properties()
         except _azure_errors.ResourceNotFoundError as exc:
-            if getattr(exc, "error_code", "") == "ContainerNotFound":
+            if getattr(exc, "error_code", "") == "ContainerNotFound":  # x-ms-error-code
                 raise
-            # A HEAD answer has no body, so a missing container looks like a missing blob.
-            if not self._client.exists():
-                raise self._error(exc, "reading") from None
             return None
 
     def exists(self, stack: str) -> bool:
@@ -337,14 +333,20 @@ class AzureBlobStore(StateStore):
     def _acquire(self, stack: str, name: str, info: LockInfo) -> _BlobStackLock:
         blob = self._client.get_blob_client(name)
         for _ in range(5):
+            taken = False
+            holder: LockInfo | None = None
             with self._calls(f"locking stack {stack!r}"):
                 try:
                     result = blob.upload_blob(info.to_json(), overwrite=False)
                 except _azure_errors.ResourceExistsError:
+                    taken = True
+                if taken:
                     holder = self._read_lock(stack)
-                    if holder is None:
-                        continue  # released meanwhile: try again
-                    raise self._locked_error(stack, holder) from None
+            if taken:
+                if holder is None:
+                    continue  # released meanwhile: try again
+                raise self._locked_error(stack, holder)
+            with self._calls(f"locking stack {stack!r}"):
                 lock = _BlobStackLock(self, stack, info, result["etag"])
                 try:
                     state = self._properties(self._state_blob(stack))
@@ -429,14 +431,16 @@ class AzureBlobStore(StateStore):
         with self._mutex:
             if self._held.get(lock.stack) is lock:
                 del self._held[lock.stack]
-        with self._calls(f"releasing the lock of stack {lock.stack!r}"):
-            # Only our own record: the lock may have been broken and retaken.
-            with contextlib.suppress(
+        # Only our own record: the lock may have been broken and retaken.
+        with (
+            self._calls(f"releasing the lock of stack {lock.stack!r}"),
+            contextlib.suppress(
                 _azure_errors.ResourceNotFoundError, _azure_errors.ResourceModifiedError
-            ):
-                self._client.get_blob_client(self._lock_blob(lock.stack)).delete_blob(
-                    etag=lock._etag, match_condition=_if_match()
-                )
+            ),
+        ):
+            self._client.get_blob_client(self._lock_blob(lock.stack)).delete_blob(
+                etag=lock._etag, match_condition=_if_match()
+            )
 
     @contextlib.contextmanager
     def _writing(self, stack: str) -> Iterator[_BlobStackLock]:
@@ -478,17 +482,15 @@ class AzureBlobStore(StateStore):
             version = lock.state_version + 1
             conflict = False
             with self._calls(f"writing stack {stack!r}"):
+                # If-Match on the ETag seen under the lock; If-None-Match: * for a new stack.
                 conditions: dict[str, Any] = (
-                    {"etag": lock.state_etag, "match_condition": _if_match()}
+                    {"overwrite": True, "etag": lock.state_etag, "match_condition": _if_match()}
                     if lock.state_etag is not None
                     else {"overwrite": False}
                 )
                 try:
                     result = self._client.get_blob_client(name).upload_blob(
-                        body,
-                        overwrite=True if lock.state_etag is not None else False,
-                        metadata={_VERSION_KEY: str(version)},
-                        **{k: v for k, v in conditions.items() if k != "overwrite"},
+                        body, metadata={_VERSION_KEY: str(version)}, **conditions
                     )
                 except (_azure_errors.ResourceModifiedError, _azure_errors.ResourceExistsError):
                     conflict = True
@@ -557,7 +559,7 @@ class AzureBlobStore(StateStore):
                 when = blob.last_modified
                 if isinstance(when, _dt.datetime):
                     when = when.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds")
-                out.append(HistoryEntry(stack=stack, version=version, time=str(when), size=blob.size))
+                out.append(HistoryEntry(stack, version, str(when), blob.size))
         return out
 
     def read_version(self, stack: str, version: int) -> bytes:
