@@ -13,9 +13,9 @@ import pytest
 pytest.importorskip("azure.storage.blob", reason="needs the extra: pip install 'veil[azure]'")
 
 from azure.storage.blob import BlobServiceClient
-from servers.azurite import KEY, Azurite, azurite
 
 import veil
+from servers.azurite import KEY, Azurite, azurite
 from veil.providers import LocalKeyProvider
 from veil.state import store_from_url
 from veil.state.azblob import AzureBlobStore
@@ -54,7 +54,8 @@ def test_url_forms(azurite_env: Azurite) -> None:
     assert (store.container, store.prefix, store.history_size) == (container, "a/b", 3)
     assert store.url == f"azblob://{container}/a/b?history=3"
     assert store_from_url(f"azblob://{container}").url == f"azblob://{container}"
-    assert "AccountKey" not in repr(store) and KEY not in repr(store)
+    assert "AccountKey" not in repr(store)
+    assert KEY not in repr(store)
 
 
 @pytest.mark.parametrize(
@@ -97,7 +98,7 @@ def test_no_blob_holds_a_secrets_plaintext(azurite_env: Azurite, tmp_path: Path)
     with veil.Stack.create(
         "dev", backend=backend, secrets_provider=provider, project_dir=tmp_path
     ) as stack:
-        stack.config.set_secret("db:password", markers[0])
+        stack.config.set("db:password", markers[0], secret=True)
         stack.export("secrets", {f"k{i}": veil.Secret(m) for i, m in enumerate(markers)})
         stack.export("public", "visible-value")
         stack.save()
@@ -126,7 +127,7 @@ def test_missing_container_is_an_access_error_naming_it(azurite_env: Azurite) ->
         lambda: store.exists("dev"),
         store.list_stacks,
     ):
-        with pytest.raises(veil.StoreAccessError, match="no-such-container.*does not exist"):
+        with pytest.raises(veil.StoreAccessError, match=r"no-such-container.*does not exist"):
             call()
 
 
@@ -186,7 +187,9 @@ def test_write_is_conditional_on_the_etag_seen_when_locking(azurite_env: Azurite
     with store.lock("dev"):
         # Someone writes the blob directly, bypassing the lock: the next save must not
         # overwrite it.
-        service.get_blob_client(container, "stacks/dev.json").upload_blob(b"intruder", overwrite=True)
+        service.get_blob_client(container, "stacks/dev.json").upload_blob(
+            b"intruder", overwrite=True
+        )
         with pytest.raises(veil.StateLockedError, match="another writer"):
             store.write("dev", b"stale")
     assert store.read("dev") == b"intruder"

@@ -75,20 +75,22 @@ _MISSING: Final = "the azblob:// state store needs the Azure SDK: pip install 'v
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\Z")
 _ACCOUNT = re.compile(r"[a-z0-9]{3,24}\Z")
 _VERSION_KEY: Final = "veilversion"
-IN_FLIGHT_GRACE: Final = 0.3
+IN_FLIGHT_GRACE: Final = 0.5
 """Seconds :meth:`AzureBlobStore.break_lock` waits for requests of a killed writer."""
 # Bounded time: an unreachable account fails in well under 30 s (3 attempts of at most
 # 4 s to connect and 10 s to read, with short backoff).
-_CLIENT_OPTIONS: Final[dict[str, Any]] = {
-    "retry_total": 2,
-    "retry_connect": 2,
-    "retry_read": 2,
-    "retry_status": 2,
-    "initial_backoff": 0.5,
-    "increment_base": 2,
-    "connection_timeout": 4,
-    "read_timeout": 10,
-}
+_CLIENT_OPTIONS: Final[dict[str, Any]] = {"connection_timeout": 4, "read_timeout": 10}
+
+
+def _client_options() -> dict[str, Any]:
+    from azure.storage.blob import ExponentialRetry
+
+    # The SDK's default waits 15 s, then 18 s, ... between attempts.
+    # Here: at most 1 s, then at most 2 s.
+    retry = ExponentialRetry(
+        initial_backoff=0, increment_base=1, retry_total=2, random_jitter_range=1
+    )
+    return {**_CLIENT_OPTIONS, "retry_policy": retry}
 
 
 def _require_sdk() -> None:
@@ -607,9 +609,9 @@ def _service_from_environment(account: str | None) -> Any:
     account = account or os.environ.get("AZURE_STORAGE_ACCOUNT")
     try:
         if connection and not account:
-            return BlobServiceClient.from_connection_string(connection, **_CLIENT_OPTIONS)
+            return BlobServiceClient.from_connection_string(connection, **_client_options())
         if connection:
-            service = BlobServiceClient.from_connection_string(connection, **_CLIENT_OPTIONS)
+            service = BlobServiceClient.from_connection_string(connection, **_client_options())
             if service.account_name == account:
                 return service
         if not account:
@@ -631,7 +633,7 @@ def _service_from_environment(account: str | None) -> Any:
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
-        return BlobServiceClient(endpoint, credential=credential, **_CLIENT_OPTIONS)
+        return BlobServiceClient(endpoint, credential=credential, **_client_options())
     except ValueError:
         # The SDK's own message may quote the connection string, key included.
         raise StoreAccessError(
