@@ -30,6 +30,7 @@ from veil.crypto import generate_data_key
 from veil.providers import azure as azure_module
 from veil.providers import provider_from_description, provider_from_url
 from veil.providers.azure import AzureKeyVaultProvider
+from veil.state import store_from_url
 from veil.testing import ProviderComplianceSuite, Restore
 
 __all__ = ["keyvault_env", "keyvault_server"]  # fixtures, imported for pytest
@@ -345,6 +346,19 @@ def test_data_key_never_appears_in_an_unwrap_error(keyvault_env: KeyVaultServer)
     assert repr(key) not in text
     assert caught.value.__cause__ is None
     assert caught.value.__context__ is None
+
+
+def test_nothing_is_written_when_the_key_cannot_wrap(
+    keyvault_env: KeyVaultServer, tmp_path: Path
+) -> None:
+    name = new_key(keyvault_env)
+    keyvault_env.set_enabled(name, False)
+    backend = f"file://{tmp_path / 'state'}"
+    url = keyvault_env.key_url(name)
+    with pytest.raises(veil.ProviderKeyError, match="disabled"):
+        veil.Stack.create("dev", backend=backend, secrets_provider=url, project_dir=tmp_path)
+    assert store_from_url(backend).list_stacks() == []
+    assert not (tmp_path / "veil.dev.json").exists()
 
 
 # --- one call per open -------------------------------------------------------------------
