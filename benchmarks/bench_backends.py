@@ -220,7 +220,7 @@ def main() -> None:
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     print(f"save (one secret changed) and open, median of {args.rounds} rounds")
     print(
-        f"{'store':<16} {'secrets':>8} {'state':>9} {'save':>10} {'open':>10} "
+        f"{'store':<20} {'secrets':>8} {'state':>9} {'save':>10} {'open':>10} "
         f"{'req/save':>9} {'req/open':>9}"
     )
     try:
@@ -228,7 +228,7 @@ def main() -> None:
             bench = Bench(sizes, args.rounds, Path(tempfile.mkdtemp(dir=workdir)))
             for row in case(bench):
                 print(
-                    f"{row.store:<16} {row.secrets:>8,} {row.size_kib:>6.0f} KiB "
+                    f"{row.store:<20} {row.secrets:>8,} {row.size_kib:>6.0f} KiB "
                     f"{row.save_s * 1000:>7.1f} ms {row.open_s * 1000:>7.1f} ms "
                     f"{row.requests_per_save:>9} {row.requests_per_open:>9}",
                     flush=True,

@@ -284,6 +284,8 @@ class AzureKeyVaultProvider(SecretsProvider):
         with _lock:
             cached = _keys.get((kid, credential))
         if cached is not None:
+            if cached[0] is not None:
+                self._check_key(cached[0], operation)
             return cached
         properties: Any = None
         failure: Exception | None = None
