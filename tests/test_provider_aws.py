@@ -443,3 +443,21 @@ def test_open_costs_one_kms_call_and_an_unchanged_save_none(
         stack.save()
     assert saved == {}
     stack.close()
+
+
+def test_nothing_is_written_when_kms_refuses(
+    aws_env: MotoServer, key_id: str, tmp_path: Path
+) -> None:
+    _kms(aws_env).disable_key(KeyId=key_id)
+    state = tmp_path / "state"
+    with pytest.raises(ProviderKeyError, match="disabled"):
+        veil.Stack.create(
+            "dev",
+            backend=f"file://{state}",
+            secrets_provider=f"awskms://{key_id}?region={REGION}",
+            project_dir=tmp_path,
+        )
+    store = veil.state.store_from_url(f"file://{state}")
+    assert store.list_stacks() == []
+    assert store.lock_info("dev") is None
+    assert [p.name for p in tmp_path.iterdir() if p.name != "state"] == []  # no config file

@@ -162,6 +162,10 @@ def test_missing_bucket_is_an_access_error(aws_env: MotoServer) -> None:
         store.read("dev")
     with pytest.raises(StoreAccessError, match="does not exist"):
         store.list_stacks()
+    with pytest.raises(StoreAccessError, match="does not exist"):
+        store.exists("dev")
+    with pytest.raises(StoreAccessError, match="does not exist"):
+        store.history("dev")
 
 
 def test_unreachable_endpoint_fails_fast(bucket: str) -> None:

@@ -296,17 +296,34 @@ class S3Store(StateStore):
                 raise
         self._fail(permission, what, failure)
 
-    def _head_state(self, stack: str) -> tuple[str | None, int, Any]:
-        """(ETag, version, response) of the state object; (None, 0, None) if missing."""
+    def _head_state(self, stack: str, *, check_bucket: bool = False) -> tuple[str | None, int, Any]:
+        """(ETag, version, response) of the state object; (None, 0, None) if missing.
+
+        A HEAD answers a missing bucket with a bare 404 too: with ``check_bucket`` that
+        case is told apart (one more request, only when the object is missing).
+        """
+        what = f"read stack {stack!r}"
         response, code = self._call(
             "s3:GetObject",
-            f"read stack {stack!r}",
+            what,
             self._s3().head_object,
             allow=_MISSING,
             Bucket=self.bucket,
             Key=self._state_key(stack),
         )
         if code:
+            if check_bucket:
+                _, missing = self._call(
+                    "s3:ListBucket",
+                    what,
+                    self._s3().head_bucket,
+                    allow=_MISSING,
+                    Bucket=self.bucket,
+                )
+                if missing:
+                    self._fail(
+                        "s3:ListBucket", what, _aws.Failure("client", "NoSuchBucket", "", 404)
+                    )
             return None, 0, None
         return str(response.get("ETag", "")), _version_of(response), response
 
@@ -322,7 +339,7 @@ class S3Store(StateStore):
         return found[0]
 
     def exists(self, stack: str) -> bool:
-        return self._head_state(stack)[0] is not None
+        return self._head_state(stack, check_bucket=True)[0] is not None
 
     def _list(self, prefix: str, what: str) -> Iterator[dict[str, Any]]:
         token: str | None = None
@@ -592,7 +609,7 @@ class S3Store(StateStore):
 
     def _kept_range(self, stack: str) -> tuple[int, int]:
         """The versions that may be read: (oldest, newest); (1, 0) if none."""
-        etag, version, _ = self._head_state(stack)
+        etag, version, _ = self._head_state(stack, check_bucket=True)
         if etag is None or not self.history_size:
             return 1, 0
         return max(1, version - self.history_size + 1), version
