@@ -3,12 +3,13 @@ next to the file store.
 
 Run: python benchmarks/bench_backends.py [--secrets 1000,10000] [--rounds R]
 
-Needs ``pip install -e '.[test,aws,azure]'``. Every store's service runs locally on
-127.0.0.1, started here: S3 is moto's server behind the counting front of
-``tests/servers/moto.py``, which also counts the requests each operation costs; Azure
-Blob Storage is Azurite (``azurite-blob`` on PATH or in ``~/.cache/veil-tests``), its
-requests counted by the SDK's response hook. The
-key provider is a local key file (``file://``) everywhere, so only the store differs.
+Needs ``pip install -e '.[test,aws,postgres,azure]'``, PostgreSQL's ``initdb``/``pg_ctl``
+and Azurite. Every store's service runs locally on 127.0.0.1, started here: S3 is moto's
+server behind the counting front of ``tests/servers/moto.py``, which also counts the
+requests each operation costs; PostgreSQL is a server from this machine's binaries
+(``tests/servers/postgres.py``), each save one transaction; Azure Blob Storage is
+Azurite (``azurite-blob`` on PATH or in ``~/.cache/veil-tests``), its requests counted by
+the SDK's response hook. The key provider is a local key file (``file://``) everywhere, so only the store differs.
 
 Per store and size: a stack is created with N secrets; each round changes one secret
 and times ``Stack.save`` (seal, lock already held, conditional write, history), then
@@ -133,6 +134,18 @@ def case_s3(bench: Bench) -> Iterator[Row]:
         server.stop()
 
 
+def case_postgres(bench: Bench) -> Iterator[Row]:
+    from servers.postgres import postgres_bin_dir, running_postgres
+
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        print("postgres://: skipped, PostgreSQL's initdb and pg_ctl are missing")
+        return
+    with running_postgres(bin_dir, durable=True) as pg:  # fsync on, as in production
+        database = pg.create_database("bench")
+        yield from bench.measure("postgres://", pg.url(database, query="?table=bench"))
+
+
 def case_azblob(bench: Bench) -> Iterator[Row]:
     try:
         from azure.storage.blob import BlobServiceClient
@@ -207,7 +220,7 @@ def case_azblob(bench: Bench) -> Iterator[Row]:
         process.wait()
 
 
-CASES: list[Case] = [case_file, case_s3, case_azblob]
+CASES: list[Case] = [case_file, case_s3, case_postgres, case_azblob]
 
 
 def main() -> None:

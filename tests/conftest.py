@@ -70,3 +70,15 @@ def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
 
 socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _own_veil_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test gets its own veil home (the per-folder records that refuse rollbacks),
+    never the user's, and so do the processes it starts."""
+    monkeypatch.setenv("VEIL_HOME", str(tmp_path_factory.mktemp("veil-home")))

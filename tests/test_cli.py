@@ -21,6 +21,8 @@ from veil.cli import main
 from veil.providers import PassphraseProvider
 
 PASSPHRASE = "correct horse battery staple"
+# Below OWASP's minimums, to keep the tests fast: every run opts out explicitly, with
+# VEIL_INSECURE_WEAK_KDF=1 in its environment (the `project` fixture and _run).
 FAST_URL = "passphrase://?memory_cost=8&iterations=1&lanes=1"
 DB_PASSWORD = "pw-0123456789-db"
 TOKEN = "tok-abcdef-98765"
@@ -35,6 +37,7 @@ class Result:
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")
     monkeypatch.delenv("VEIL_PASSPHRASE_FILE", raising=False)
     monkeypatch.delenv("VEIL_STACK", raising=False)
     monkeypatch.setenv("VEIL_BACKEND_URL", f"file://{tmp_path / 'state'}")
@@ -186,7 +189,7 @@ def test_config_rm_of_a_missing_key_fails(dev: Path, veil_cli: Any) -> None:
 def test_config_set_while_a_program_holds_the_stack_fails(dev: Path, veil_cli: Any) -> None:
     with Stack.open("dev"):
         result = veil_cli("-s", "dev", "config", "set", "k", "v")
-    assert_one_error_line(result, "locked")
+    assert_one_error_line(result, "already has stack 'dev' open")
 
 
 # --- outputs ---------------------------------------------------------------------------
@@ -414,7 +417,9 @@ def _veil_script() -> list[str]:
 
 def _run(project: Path, *argv: str, stdin: str = "", **env: str) -> Result:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("VEIL_")}
-    environ.update(VEIL_BACKEND_URL=f"file://{project / 'state'}", **env)
+    environ.update(
+        VEIL_BACKEND_URL=f"file://{project / 'state'}", VEIL_INSECURE_WEAK_KDF="1", **env
+    )
     proc = subprocess.run(
         [*_veil_script(), *argv],
         input=stdin,
@@ -465,7 +470,7 @@ def test_module_run_import_from_stdin(tmp_path: Path) -> None:
         "dev",
         backend=f"file://{tmp_path / 'state'}",
         project_dir=tmp_path,
-        provider=PassphraseProvider(passphrase=PASSPHRASE),
+        secrets_provider=PassphraseProvider(passphrase=PASSPHRASE, insecure_weak_kdf=True),
     ) as stack:
         stack.export("token", Secret(TOKEN))
         stack.save()

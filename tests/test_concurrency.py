@@ -26,11 +26,13 @@ from veil.providers import PassphraseProvider
 backend, project = sys.argv[1], sys.argv[2]
 
 def provider():
-    return PassphraseProvider(passphrase={PASSPHRASE!r}, memory_cost=8, iterations=1, lanes=1)
+    return PassphraseProvider(
+        passphrase={PASSPHRASE!r}, memory_cost=8, iterations=1, lanes=1, insecure_weak_kdf=True
+    )
 """
 
 _HOLDER = """
-with Stack.open("dev", backend=backend, project_dir=project, provider=provider()) as stack:
+with Stack.open("dev", backend=backend, project_dir=project, secrets_provider=provider()) as stack:
     print("locked", flush=True)
     sys.stdin.readline()  # hold the lock until told to save
     stack.export("holder", Secret("holder-secret-1"))
@@ -43,7 +45,7 @@ name = sys.argv[3]
 done = 0
 while done < 10:
     try:
-        stack = Stack.open("dev", backend=backend, project_dir=project, provider=provider())
+        stack = Stack.open("dev", backend=backend, project_dir=project, secrets_provider=provider())
     except StateLockedError:
         time.sleep(0.002)
         continue
@@ -70,7 +72,9 @@ def spawn(code: str, *args: str) -> subprocess.Popen[str]:
 
 
 def fast() -> PassphraseProvider:
-    return PassphraseProvider(passphrase=PASSPHRASE, memory_cost=8, iterations=1, lanes=1)
+    return PassphraseProvider(
+        passphrase=PASSPHRASE, memory_cost=8, iterations=1, lanes=1, insecure_weak_kdf=True
+    )
 
 
 def create(tmp_path: Path) -> str:
@@ -89,10 +93,10 @@ def test_a_second_process_gets_state_locked_and_loses_nothing(tmp_path: Path) ->
         assert holder.stdout.readline() == "locked\n"
         # Another process (this one) cannot open the stack for writing...
         with pytest.raises(StateLockedError, match=f"pid {holder.pid}"):
-            Stack.open("dev", backend=backend, project_dir=tmp_path, provider=fast())
+            Stack.open("dev", backend=backend, project_dir=tmp_path, secrets_provider=fast())
         # ...but can read it.
         with Stack.open(
-            "dev", backend=backend, project_dir=tmp_path, provider=fast(), lock=False
+            "dev", backend=backend, project_dir=tmp_path, secrets_provider=fast(), lock=False
         ) as ro:
             assert ro.serial == 2
         out, err = holder.communicate("go\n", timeout=60)
@@ -102,11 +106,11 @@ def test_a_second_process_gets_state_locked_and_loses_nothing(tmp_path: Path) ->
     assert out == "saved\n"
 
     # Once released, this process saves on top of the holder's update.
-    with Stack.open("dev", backend=backend, project_dir=tmp_path, provider=fast()) as stack:
+    with Stack.open("dev", backend=backend, project_dir=tmp_path, secrets_provider=fast()) as stack:
         stack.export("second", Secret("second-secret-2"))
         stack.save()
     with Stack.open(
-        "dev", backend=backend, project_dir=tmp_path, provider=fast(), lock=False
+        "dev", backend=backend, project_dir=tmp_path, secrets_provider=fast(), lock=False
     ) as stack:
         assert stack.serial == 4
         assert stack.outputs["holder"] == Secret("holder-secret-1")
@@ -120,7 +124,7 @@ def test_two_processes_incrementing_lose_no_update(tmp_path: Path) -> None:
         _out, err = worker.communicate(timeout=120)
         assert worker.returncode == 0, err
     with Stack.open(
-        "dev", backend=backend, project_dir=tmp_path, provider=fast(), lock=False
+        "dev", backend=backend, project_dir=tmp_path, secrets_provider=fast(), lock=False
     ) as stack:
         assert stack.outputs["count"] == 20
         assert stack.serial == 22  # create, the first save, then 20 increments

@@ -357,3 +357,24 @@ def test_verify_mac_refuses_wrong_data_or_tag(data: bytes, tag: Any) -> None:
 
 def test_mac_key_differs_per_data_key() -> None:
     assert CIPHER.mac(b"d") != OTHER.mac(b"d")
+
+
+def test_an_authentic_value_that_is_not_json_leaves_no_plaintext_in_the_error() -> None:
+
+    from veil.crypto import ValueCipher, generate_data_key
+
+    cipher = ValueCipher(generate_data_key())
+    good = cipher.seal("x", b"aad")
+    # Re-encrypt a non-JSON plaintext the same way a key holder could: swap the
+    # plaintext inside a token by sealing through the cipher's own AEAD.
+    raw = base64.b64decode(good.split(":", 3)[3])
+    nonce = raw[:12]
+    aead: AESGCM = cipher._aead  # type: ignore[attr-defined]
+    prefix: bytes = cipher._aad_prefix  # type: ignore[attr-defined]
+    forged_ct = aead.encrypt(nonce, b"not-json TOPSECRET-PLAINTEXT", prefix + b"aad")
+    forged = good.rsplit(":", 1)[0] + ":" + base64.b64encode(nonce + forged_ct).decode()
+    with pytest.raises(veil.DecryptionError) as info:
+        cipher.open(forged, b"aad")
+    assert info.value.__context__ is None
+    assert info.value.__cause__ is None
+    assert "TOPSECRET" not in repr(info.value.args)

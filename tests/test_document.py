@@ -29,8 +29,13 @@ from veil import (
     UnknownValueError,
     VeilError,
 )
-from veil.crypto import ValueCipher
-from veil.providers import LocalKeyProvider, PassphraseProvider
+from veil.crypto import ValueCipher, generate_data_key
+from veil.providers import (
+    LocalKeyProvider,
+    PassphraseProvider,
+    SecretsProvider,
+    provider_from_description,
+)
 from veil.state import (
     Document,
     ProviderEntry,
@@ -286,19 +291,20 @@ def test_a_provider_that_is_not_a_secrets_provider_is_refused(
 
 
 def test_load_with_stored_providers_uses_the_first_entry_that_opens(
-    provider: CountingProvider, tmp_path: Path
+    provider: CountingProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gone = LocalKeyProvider(tmp_path / "gone.key")
-    data = dumps({"x": Secret("v")}, provider=gone, stack="dev", additional_providers=[provider])
-    (tmp_path / "gone.key").unlink()  # the first entry's key is lost
+    first = PassphraseProvider("the passphrase nobody has here")
+    data = dumps({"x": Secret("v")}, provider=first, stack="dev", additional_providers=[provider])
+    monkeypatch.delenv("VEIL_PASSPHRASE", raising=False)
+    monkeypatch.delenv("VEIL_PASSPHRASE_FILE", raising=False)
     built: list[str] = []
 
-    def build(entry: ProviderEntry) -> LocalKeyProvider:
-        built.append(entry.description["path"])
-        return LocalKeyProvider.from_description(entry.description)
+    def build(entry: ProviderEntry) -> SecretsProvider:
+        built.append(entry.scheme)
+        return provider_from_description(entry.scheme, entry.description)
 
     chosen, document = load_with_stored_providers(data, build)
-    assert built == [str(tmp_path / "gone.key"), str(provider.path)]
+    assert built == ["passphrase", "file"]
     assert chosen.path == provider.path  # type: ignore[attr-defined]
     assert document.tree["x"].reveal() == "v"
 
@@ -503,11 +509,34 @@ def test_rotate_key_reseals_everything_under_a_new_key(provider: CountingProvide
 
 def test_each_of_several_providers_opens_the_document(tmp_path: Path) -> None:
     first = LocalKeyProvider(tmp_path / "one.key")
-    second = LocalKeyProvider(tmp_path / "two.key")
+    second = PassphraseProvider("correct horse battery", kdf="pbkdf2")
     data = dumps({"a": Secret("x")}, provider=first, stack="dev", additional_providers=[second])
     assert len(_raw(data)["providers"]) == 2
     for p in (first, second):
         assert loads(data, provider=p)["a"].reveal() == "x"
+
+
+def test_two_providers_of_one_scheme_are_refused(tmp_path: Path) -> None:
+    first = LocalKeyProvider(tmp_path / "one.key")
+    second = LocalKeyProvider(tmp_path / "two.key")
+    with pytest.raises(ProviderConfigError, match="one recipient per scheme"):
+        dumps({}, provider=first, stack="dev", additional_providers=[second])
+
+
+def test_a_document_with_two_entries_of_one_scheme_is_refused_before_any_unwrap(
+    provider: CountingProvider,
+) -> None:
+    data = _rewrite(_doc(provider), lambda r: r["providers"].append(dict(r["providers"][0])))
+    calls = list(provider.calls)
+    with pytest.raises(StateFormatError, match="two 'file' provider entries"):
+        loads(data, provider=provider)
+    assert provider.calls == calls
+
+
+def test_previous_of_another_stack_never_shares_its_data_key(provider: CountingProvider) -> None:
+    _, dev = dump_document({"pw": Secret("dev")}, provider=provider, stack="dev")
+    with pytest.raises(veil.UsageError, match="never reuses another stack's data key"):
+        dump_document({"pw": Secret("prod")}, provider=provider, stack="prod", previous=dev)
 
 
 def test_changing_provider_on_a_live_stack(tmp_path: Path) -> None:
@@ -521,15 +550,17 @@ def test_changing_provider_on_a_live_stack(tmp_path: Path) -> None:
 
 
 def test_passphrase_provider_round_trip_and_resave(tmp_path: Path) -> None:
-    provider = PassphraseProvider("correct horse", kdf="pbkdf2", iterations=1000)
+    provider = PassphraseProvider(
+        "correct horse", kdf="pbkdf2", iterations=1000, insecure_weak_kdf=True
+    )
     first = dumps({"a": Secret("x")}, provider=provider, stack="dev")
-    reader = PassphraseProvider("correct horse")
+    reader = PassphraseProvider("correct horse", insecure_weak_kdf=True)
     loaded = load_document(first, provider=reader)
     assert loaded.tree["a"].reveal() == "x"
     second = dumps(loaded.tree, provider=reader, stack="dev", previous=loaded)
     assert _raw(second)["providers"] == _raw(first)["providers"]
     with pytest.raises(veil.IncorrectPassphraseError):
-        loads(first, provider=PassphraseProvider("wrong horse"))
+        loads(first, provider=PassphraseProvider("wrong horse", insecure_weak_kdf=True))
 
 
 def test_provider_of_another_scheme_is_refused_listing_the_known_ones(
@@ -537,7 +568,10 @@ def test_provider_of_another_scheme_is_refused_listing_the_known_ones(
 ) -> None:
     data = dumps({"a": 1}, provider=provider, stack="dev")
     with pytest.raises(KeyUnwrapError, match="written for: file"):
-        loads(data, provider=PassphraseProvider("x", kdf="pbkdf2", iterations=1000))
+        loads(
+            data,
+            provider=PassphraseProvider("x", kdf="pbkdf2", iterations=1000, insecure_weak_kdf=True),
+        )
 
 
 def test_another_key_file_is_refused(tmp_path: Path, provider: CountingProvider) -> None:
@@ -672,11 +706,13 @@ def test_sealed_value_moved_from_another_stack_is_detected(tmp_path: Path) -> No
 
 
 def test_sealed_value_moved_from_another_passphrase_stack_is_detected() -> None:
-    provider = PassphraseProvider("same passphrase", kdf="pbkdf2", iterations=1000)
-    _, doc = dump_document({"pw": Secret("mine")}, provider=provider, stack="dev")
+    provider = PassphraseProvider(
+        "same passphrase", kdf="pbkdf2", iterations=1000, insecure_weak_kdf=True
+    )
     # The same data key for both stacks: only the associated data tells them apart.
-    other = _raw(dumps({"pw": Secret("theirs")}, provider=provider, stack="prod", previous=doc))
-    mine = dumps({"pw": Secret("mine")}, provider=provider, stack="dev", previous=doc)
+    key = generate_data_key()
+    other = _raw(dumps({"pw": Secret("theirs")}, provider=provider, stack="prod", data_key=key))
+    mine = dumps({"pw": Secret("mine")}, provider=provider, stack="dev", data_key=key)
     assert _raw(mine)["key_id"] == other["key_id"]
     data = _rewrite(mine, lambda r: r["tree"].update(pw=other["tree"]["pw"]))
     with pytest.raises(StateIntegrityError):

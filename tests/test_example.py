@@ -38,7 +38,7 @@ def secret_plaintexts(project: Path, passphrase: str) -> list[str]:
         "dev",
         backend=f"file://{project / '.veil'}",
         project_dir=project,
-        provider=PassphraseProvider(passphrase=passphrase),
+        secrets_provider=PassphraseProvider(passphrase=passphrase),
         lock=False,
     ) as stack:
         outputs = stack.outputs

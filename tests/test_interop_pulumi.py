@@ -7,6 +7,7 @@ import base64
 import functools
 import json
 import pickle
+import secrets
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import veil
-from veil import Secret
+from veil import Output, Secret, deferred_output
 from veil.interop.pulumi import (
     SECRET_SIG,
     SIG_KEY,
@@ -32,7 +33,6 @@ from veil.interop.pulumi import (
     load_checkpoint,
     passphrase_from_env,
 )
-from veil.output import Output, deferred_output
 
 VECTORS = json.loads(
     (Path(__file__).parent / "vectors" / "pulumi-vectors.json").read_text(encoding="utf-8")
@@ -911,3 +911,99 @@ def test_unreadable_pulumi_passphrase_file_raises_passphrase_required(
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", str(tmp_path / "missing"))
     with pytest.raises(veil.PassphraseRequiredError):
         passphrase_from_env()
+
+
+# --- no plaintext in an error's context ------------------------------------------------
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or any(e is seen for seen in out):
+            continue
+        out.append(e)
+        todo.extend((e.__cause__, e.__context__))
+    return out
+
+
+def _assert_chain_holds_no(exc: BaseException, plaintext: str) -> None:
+    for e in _chain(exc):
+        for item in (*e.args, *vars(e).values(), getattr(e, "object", None)):
+            if isinstance(item, bytes):
+                assert plaintext.encode() not in item
+            else:
+                assert plaintext not in str(item)
+
+
+def test_a_secret_that_is_not_json_leaves_no_plaintext_in_the_error(
+    crypter: PassphraseCrypter,
+) -> None:
+    plaintext = "not json: hunter2-" + secrets.token_hex(4)
+    doc = {"outputs": {"pw": {SIG_KEY: SECRET_SIG, "ciphertext": crypter.encrypt(plaintext)}}}
+    with pytest.raises(veil.StateFormatError, match=r"\$\.outputs\.pw") as info:
+        load_checkpoint(json.dumps(doc), crypter)
+    assert info.value.__context__ is None
+    _assert_chain_holds_no(info.value, plaintext)
+
+
+def test_a_plaintext_secret_object_that_is_not_json_is_refused_without_its_text(
+    crypter: PassphraseCrypter,
+) -> None:
+    plaintext = "not json: hunter2-" + secrets.token_hex(4)
+    tree = {"pw": {SIG_KEY: SECRET_SIG, "plaintext": plaintext}}
+    with pytest.raises(veil.InvalidValueError, match="not JSON") as info:
+        dump_checkpoint(tree, crypter)
+    assert info.value.__context__ is None
+    _assert_chain_holds_no(info.value, plaintext)
+
+
+def test_a_passphrase_that_is_not_unicode_is_not_kept_in_the_error() -> None:
+    passphrase = "pass-" + secrets.token_hex(4) + "\ud800"
+    with pytest.raises(veil.InvalidValueError, match="lone surrogate") as info:
+        PassphraseCrypter(passphrase)
+    assert info.value.__context__ is None
+    _assert_chain_holds_no(info.value, passphrase[:-1])
+
+
+def test_a_value_that_is_not_unicode_is_not_kept_in_the_encryption_error(
+    crypter: PassphraseCrypter,
+) -> None:
+    plaintext = "value-" + secrets.token_hex(4)
+    with pytest.raises(veil.InvalidValueError, match="lone surrogate") as info:
+        crypter.encrypt(plaintext + "\ud800")
+    assert info.value.__context__ is None
+    _assert_chain_holds_no(info.value, plaintext)
+
+
+def test_a_checkpoint_that_is_not_json_is_refused_without_its_text(
+    crypter: PassphraseCrypter,
+) -> None:
+    plaintext = "hunter2-" + secrets.token_hex(4)
+    whole = json.dumps({"pw": {SIG_KEY: SECRET_SIG, "plaintext": plaintext}})
+    text = whole[:-1]  # truncated
+    with pytest.raises(veil.StateFormatError, match="line 1") as info:
+        load_checkpoint(text, crypter)
+    assert info.value.__context__ is None
+
+
+def test_the_package_exports_todays_names() -> None:
+    import veil.interop.pulumi as pulumi
+
+    assert sorted(pulumi.__all__) == sorted(
+        [
+            "CHECK_PLAINTEXT",
+            "KDF_ITERATIONS",
+            "SECRET_SIG",
+            "SIG_KEY",
+            "PassphraseCrypter",
+            "PulumiStackConfig",
+            "crypter_from_checkpoint",
+            "dump_checkpoint",
+            "load_checkpoint",
+            "passphrase_from_env",
+        ]
+    )
+    for name in pulumi.__all__:
+        assert getattr(pulumi, name) is not None

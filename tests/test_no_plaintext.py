@@ -24,16 +24,17 @@ from pathlib import Path
 import pytest
 
 import veil
-from veil import Output, Secret, Stack, VeilError
+from veil import Output, Secret, SecretRedactingFilter, Stack, VeilError
 from veil.cli import main as cli_main
 from veil.providers import PassphraseProvider
-from veil.redact import SecretRedactingFilter
 
 PASSPHRASE = "passphrase-" + secrets.token_hex(8)
 
 
 def fast(passphrase: str = PASSPHRASE) -> PassphraseProvider:
-    return PassphraseProvider(passphrase=passphrase, memory_cost=8, iterations=1, lanes=1)
+    return PassphraseProvider(
+        passphrase=passphrase, memory_cost=8, iterations=1, lanes=1, insecure_weak_kdf=True
+    )
 
 
 def _b64_forms(data: bytes) -> set[bytes]:
@@ -147,6 +148,7 @@ def test_no_plaintext_of_any_secret_in_any_byte_written(
     logger, log_stream = session_logger
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # fast KDF settings below
     monkeypatch.delenv("VEIL_STRICT", raising=False)
     monkeypatch.delenv("VEIL_STACK", raising=False)
     backend = f"file://{tmp_path / 'state'}"

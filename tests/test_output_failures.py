@@ -175,3 +175,70 @@ def test_outputs_chained_and_settled_on_different_threads_all_settle() -> None:
         sys.setswitchinterval(interval)
     for i, outs in enumerate(derived):
         assert [veil.reveal(o) for o in outs] == [i + 1]
+
+
+def test_an_unread_failure_is_reported_without_keeping_its_exception_alive() -> None:
+    done = _run(
+        """
+        import asyncio, gc, weakref
+        from veil import Output
+        class Payload:
+            pass
+        refs = []
+        async def boom():
+            exc = ValueError("failed late")
+            exc.payload = Payload()  # held by the exception, and so by its Output
+            refs.append(weakref.ref(exc.payload))
+            raise exc
+        async def main():
+            Output.from_input(boom())
+            await asyncio.sleep(0.01)
+        asyncio.run(main())
+        gc.collect()
+        print("alive" if refs[0]() is not None else "freed")
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "freed"
+    assert "1 Output(s) failed and were never awaited or read" in done.stderr
+    assert "ValueError: failed late" in done.stderr
+
+
+def test_awaitables_queued_without_a_loop_start_once_when_loops_await_at_once() -> None:
+    import threading
+
+    started: list[int] = []
+
+    async def value(i: int) -> int:
+        started.append(i)
+        return i
+
+    # No event loop is running here: the awaitables wait for the first loop to await.
+    outs = [Output.from_input(value(i)) for i in range(1000)]
+    barrier = threading.Barrier(4)
+    results: list[list[int | None]] = []
+    errors: list[BaseException] = []
+
+    def await_all() -> None:
+        async def main() -> list[int | None]:
+            barrier.wait()
+            return [await o.future() for o in outs]
+
+        try:
+            results.append(asyncio.run(main()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=await_all) for _ in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert results == [list(range(1000))] * 4
+    assert sorted(started) == list(range(1000))  # each started exactly once

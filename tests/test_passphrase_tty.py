@@ -36,7 +36,9 @@ def _run_on_terminal(argv: list[str], cwd: Path, answers: list[str]) -> tuple[in
                 # getpass flushes pending input when it turns echo off (TCSAFLUSH):
                 # give it time to do so before typing.
                 time.sleep(0.3)
-                os.write(fd, pending.pop(0).encode() + b"\n")
+                answer = pending.pop(0)
+                # "\x04" alone is Ctrl-D: end of input, without a newline.
+                os.write(fd, answer.encode() + (b"" if answer == "\x04" else b"\n"))
                 shown += b"\n"
             continue
         done, code = os.waitpid(pid, os.WNOHANG)
@@ -81,3 +83,11 @@ def test_two_different_passphrases_create_nothing(tmp_path: Path) -> None:
     assert "the two passphrases differ" in shown
     assert not (tmp_path / "veil.dev.json").exists()
     assert not (tmp_path / ".veil" / "stacks" / "dev.json").exists()
+
+
+def test_end_of_input_at_the_prompt_is_a_clean_error(tmp_path: Path) -> None:
+    code, shown = _run_on_terminal(["stack", "init", "dev"], tmp_path, ["\x04"])
+    assert code == 1, shown
+    assert "no passphrase was entered (end of input)" in shown
+    assert "Traceback" not in shown
+    assert not (tmp_path / "veil.dev.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -34,8 +35,10 @@ from veil.providers import passphrase as passphrase_module
 from veil.testing import ProviderComplianceSuite, Restore
 
 CTX = {"stack": "dev"}
-FAST_ARGON2: dict[str, Any] = {"memory_cost": 64, "iterations": 1, "lanes": 1}
-FAST_PBKDF2: dict[str, Any] = {"kdf": "pbkdf2", "iterations": 1000}
+# Below OWASP's minimums, to keep the tests fast: every use opts out explicitly.
+WEAK: dict[str, Any] = {"insecure_weak_kdf": True}
+FAST_ARGON2: dict[str, Any] = {"memory_cost": 64, "iterations": 1, "lanes": 1, **WEAK}
+FAST_PBKDF2: dict[str, Any] = {"kdf": "pbkdf2", "iterations": 1000, **WEAK}
 PASSPHRASE = "correct horse battery staple"
 
 
@@ -60,7 +63,7 @@ class TestPassphraseArgon2Compliance(ProviderComplianceSuite):
     @pytest.fixture
     def restore(self, monkeypatch: pytest.MonkeyPatch) -> Restore:
         monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
-        return PassphraseProvider.from_description
+        return functools.partial(PassphraseProvider.from_description, **WEAK)
 
 
 class TestPassphrasePbkdf2Compliance(TestPassphraseArgon2Compliance):
@@ -121,7 +124,8 @@ def test_no_passphrase_and_no_terminal_raises_at_once_naming_the_variables(
         import veil
         from veil.providers import PassphraseProvider
         try:
-            PassphraseProvider(memory_cost=64, iterations=1, lanes=1).wrap_key(b"k" * 32, {})
+            weak = PassphraseProvider(memory_cost=64, iterations=1, lanes=1, insecure_weak_kdf=True)
+            weak.wrap_key(b"k" * 32, {})
         except veil.PassphraseRequiredError as exc:
             print("REQUIRED:", exc)
         """
@@ -148,7 +152,7 @@ def test_passphrase_from_environment_variable(monkeypatch: pytest.MonkeyPatch) -
     writer = PassphraseProvider(**FAST_ARGON2)
     wrapped = writer.wrap_key(key, CTX)
     monkeypatch.delenv("VEIL_PASSPHRASE")
-    reader = PassphraseProvider(PASSPHRASE).with_description(writer.describe())
+    reader = PassphraseProvider(PASSPHRASE, **WEAK).with_description(writer.describe())
     assert reader.unwrap_key(wrapped, CTX) == key
 
 
@@ -160,7 +164,7 @@ def test_passphrase_from_file_drops_one_trailing_newline(
     key = generate_data_key()
     writer = PassphraseProvider(**FAST_ARGON2)
     wrapped = writer.wrap_key(key, CTX)
-    reader = PassphraseProvider(PASSPHRASE).with_description(writer.describe())
+    reader = PassphraseProvider(PASSPHRASE, **WEAK).with_description(writer.describe())
     assert reader.unwrap_key(wrapped, CTX) == key
 
 
@@ -173,7 +177,7 @@ def test_environment_variable_wins_over_file(
     writer = PassphraseProvider(**FAST_ARGON2)
     key = generate_data_key()
     wrapped = writer.wrap_key(key, CTX)
-    reader = PassphraseProvider(PASSPHRASE).with_description(writer.describe())
+    reader = PassphraseProvider(PASSPHRASE, **WEAK).with_description(writer.describe())
     assert reader.unwrap_key(wrapped, CTX) == key
 
 
@@ -206,7 +210,7 @@ def test_empty_passphrase_file_is_refused(tmp_path: Path, monkeypatch: pytest.Mo
 def test_wrong_passphrase_raises_incorrect_passphrase_error() -> None:
     writer = PassphraseProvider(PASSPHRASE, **FAST_ARGON2)
     wrapped = writer.wrap_key(generate_data_key(), CTX)
-    reader = PassphraseProvider("not it").with_description(
+    reader = PassphraseProvider("not it", **WEAK).with_description(
         json.loads(json.dumps(writer.describe()))
     )
     with pytest.raises(veil.IncorrectPassphraseError) as info:
@@ -223,7 +227,7 @@ def test_wrong_passphrase_from_environment_raises_incorrect_passphrase_error(
     writer = PassphraseProvider(PASSPHRASE, **FAST_ARGON2)
     wrapped = writer.wrap_key(generate_data_key(), CTX)
     monkeypatch.setenv("VEIL_PASSPHRASE", "wrong")
-    reader = PassphraseProvider.from_description(writer.describe())
+    reader = PassphraseProvider.from_description(writer.describe(), **WEAK)
     with pytest.raises(veil.IncorrectPassphraseError):
         reader.unwrap_key(wrapped, CTX)
 
@@ -231,7 +235,7 @@ def test_wrong_passphrase_from_environment_raises_incorrect_passphrase_error(
 def test_wrong_passphrase_is_refused_for_wrapping_too() -> None:
     writer = PassphraseProvider(PASSPHRASE, **FAST_ARGON2)
     writer.wrap_key(generate_data_key(), CTX)
-    reader = PassphraseProvider("not it").with_description(writer.describe())
+    reader = PassphraseProvider("not it", **WEAK).with_description(writer.describe())
     with pytest.raises(veil.IncorrectPassphraseError):
         reader.wrap_key(generate_data_key(), CTX)
 
@@ -249,7 +253,9 @@ def test_passphrase_may_be_a_secret() -> None:
     key = generate_data_key()
     wrapped = writer.wrap_key(key, CTX)
     assert (
-        PassphraseProvider(PASSPHRASE).with_description(writer.describe()).unwrap_key(wrapped, CTX)
+        PassphraseProvider(PASSPHRASE, **WEAK)
+        .with_description(writer.describe())
+        .unwrap_key(wrapped, CTX)
         == key
     )
 
@@ -261,7 +267,7 @@ def test_key_derivation_runs_once_per_process_for_a_passphrase_and_salt() -> Non
     wrapped = writer.wrap_key(key, CTX)
     description = writer.describe()
     for _ in range(3):
-        reader = PassphraseProvider(PASSPHRASE).with_description(description)
+        reader = PassphraseProvider(PASSPHRASE, **WEAK).with_description(description)
         assert reader.unwrap_key(wrapped, CTX) == key
     assert passphrase_module.derivation_count() == before + 1
 
@@ -279,7 +285,7 @@ def test_clear_cache_forces_a_new_derivation() -> None:
     description = writer.describe()
     passphrase_module.clear_cache()
     before = passphrase_module.derivation_count()
-    PassphraseProvider(PASSPHRASE).with_description(description).unwrap_key(wrapped, CTX)
+    PassphraseProvider(PASSPHRASE, **WEAK).with_description(description).unwrap_key(wrapped, CTX)
     assert passphrase_module.derivation_count() == before + 1
 
 
@@ -308,10 +314,10 @@ def test_pbkdf2_default_is_600000_iterations() -> None:
 
 
 def test_stored_parameters_win_over_the_readers_defaults() -> None:
-    writer = PassphraseProvider(PASSPHRASE, memory_cost=128, iterations=2, lanes=2)
+    writer = PassphraseProvider(PASSPHRASE, memory_cost=128, iterations=2, lanes=2, **WEAK)
     key = generate_data_key()
     wrapped = writer.wrap_key(key, CTX)
-    reader = PassphraseProvider(PASSPHRASE).with_description(writer.describe())
+    reader = PassphraseProvider(PASSPHRASE, **WEAK).with_description(writer.describe())
     assert reader.describe()["memory_cost"] == 128
     assert reader.unwrap_key(wrapped, CTX) == key
 
@@ -332,11 +338,11 @@ def test_invalid_stored_settings_are_refused(change: dict[str, Any]) -> None:
     writer = PassphraseProvider(PASSPHRASE, **FAST_ARGON2)
     writer.wrap_key(generate_data_key(), CTX)
     with pytest.raises(veil.ProviderConfigError):
-        PassphraseProvider.from_description({**writer.describe(), **change})
+        PassphraseProvider.from_description({**writer.describe(), **change}, **WEAK)
 
 
 def test_passphrase_url_takes_settings_and_refuses_a_path() -> None:
-    provider = provider_from_url("passphrase://?kdf=pbkdf2&iterations=1000")
+    provider = provider_from_url("passphrase://?kdf=pbkdf2&iterations=600000")
     assert isinstance(provider, PassphraseProvider)
     assert provider.url == "passphrase://?kdf=pbkdf2"
     with pytest.raises(veil.ProviderConfigError):
@@ -355,7 +361,7 @@ def test_non_ascii_or_huge_numbers_in_a_passphrase_url_are_refused(value: str) -
 def test_non_ascii_digits_in_stored_passphrase_settings_are_refused() -> None:
     writer = PassphraseProvider(PASSPHRASE, **FAST_ARGON2)
     with pytest.raises(veil.ProviderConfigError, match="iterations"):
-        PassphraseProvider.from_description({**writer.describe(), "iterations": "\u00b2"})
+        PassphraseProvider.from_description({**writer.describe(), "iterations": "\u00b2"}, **WEAK)
 
 
 # --- local key file ----------------------------------------------------------------

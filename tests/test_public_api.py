@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import veil
 
@@ -26,3 +28,90 @@ def test_state_and_providers_are_reachable_after_import_veil_alone() -> None:
         "assert callable(veil.providers.provider_from_url)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_secret_and_redact_are_functions_not_modules() -> None:
+    import importlib
+    import inspect
+
+    import pytest
+
+    assert inspect.isfunction(veil.secret)
+    assert inspect.isfunction(veil.redact)
+    for name in ("veil.secret", "veil.redact"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(name)
+
+
+def test_output_module_exports_its_names() -> None:
+    import veil.output
+
+    assert sorted(veil.output.__all__) == [
+        "Input", "InputType", "Inputs", "Output", "UNKNOWN", "Unknown",
+        "contains_unknowns", "deferred_output",
+    ]  # fmt: skip
+    for name in veil.output.__all__:
+        assert getattr(veil.output, name) is getattr(veil, name)
+
+
+def _veil_imports(path: Path, module: str) -> set[str]:
+    """The veil modules ``module`` imports anywhere in its file (functions included),
+    apart from imports only for type checkers."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                for orelse in child.orelse:
+                    visit(orelse)
+                continue
+            if isinstance(child, ast.ImportFrom):
+                base = package
+                for _ in range(child.level - 1):
+                    base = base.rpartition(".")[0]
+                target = (
+                    f"{base}.{child.module}"
+                    if child.level and child.module
+                    else (base if child.level else child.module or "")
+                )
+                if target.startswith("veil"):
+                    found.add(target)
+                    found.update(f"{target}.{a.name}" for a in child.names)
+            elif isinstance(child, ast.Import):
+                found.update(a.name for a in child.names if a.name.startswith("veil"))
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def test_no_import_cycle_between_veil_modules() -> None:
+    root = Path(veil.__file__).parent
+    modules: dict[str, Path] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    # A package's __init__ re-exports its modules: an edge to the package is not a
+    # cycle with its own modules, so packages are left out of the graph.
+    graph = {
+        name: {m for m in _veil_imports(path, name) if m in modules and m != name}
+        for name, path in modules.items()
+        if path.name != "__init__.py"
+    }
+    graph = {name: {m for m in deps if m in graph} for name, deps in graph.items()}
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            cycle = " -> ".join([*trail[trail.index(name) :], name])
+            raise AssertionError(f"import cycle: {cycle}")
+        if name in done:
+            return
+        for dep in sorted(graph[name]):
+            visit(dep, [*trail, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])

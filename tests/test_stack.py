@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +42,9 @@ FAST_URL = "passphrase://?memory_cost=8&iterations=1&lanes=1"
 
 def fast(passphrase: str = PASSPHRASE) -> PassphraseProvider:
     """A passphrase provider with Argon2id parameters low enough for tests."""
-    return PassphraseProvider(passphrase=passphrase, memory_cost=8, iterations=1, lanes=1)
+    return PassphraseProvider(
+        passphrase=passphrase, memory_cost=8, iterations=1, lanes=1, insecure_weak_kdf=True
+    )
 
 
 @pytest.fixture
@@ -63,7 +69,7 @@ def stack(backend: str, project: Path) -> Iterator[Stack]:
 
 
 def reopen(backend: str, project: Path, **kwargs: Any) -> Stack:
-    kwargs.setdefault("provider", fast())
+    kwargs.setdefault("secrets_provider", fast())
     return Stack.open("dev", backend=backend, project_dir=project, **kwargs)
 
 
@@ -87,6 +93,7 @@ def test_create_with_provider_url_uses_environment_passphrase(
     backend: str, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # the stack uses fast KDF settings
     with Stack.create("dev", backend=backend, secrets_provider=FAST_URL) as s:
         assert s.name == "dev"
         assert s.serial == 1
@@ -116,7 +123,7 @@ def test_create_refuses_an_existing_config_file(backend: str, project: Path) -> 
 
 def test_open_an_unknown_stack_raises_stack_not_found(backend: str) -> None:
     with pytest.raises(StackNotFoundError, match=r"no stack 'nope'.*veil stack init nope"):
-        Stack.open("nope", backend=backend, provider=fast())
+        Stack.open("nope", backend=backend, secrets_provider=fast())
 
 
 def test_open_without_provider_takes_passphrase_from_environment(
@@ -126,6 +133,7 @@ def test_open_without_provider_takes_passphrase_from_environment(
     stack.save()
     stack.close()
     monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # the stack uses fast KDF settings
     with Stack.open("dev", backend=backend) as s:
         assert veil.reveal(s.outputs["token"]) == "tok-abc-123"
         assert isinstance(s.provider, PassphraseProvider)
@@ -138,6 +146,7 @@ def test_open_without_provider_reads_passphrase_file(
     secret_file = project / "pass.txt"
     secret_file.write_text(PASSPHRASE + "\n")
     monkeypatch.setenv("VEIL_PASSPHRASE_FILE", str(secret_file))
+    monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # the stack uses fast KDF settings
     with Stack.open("dev", backend=backend) as s:
         assert s.serial == 1
 
@@ -148,7 +157,8 @@ def test_open_with_instance_takes_salt_and_kdf_from_the_stored_description(
     stack.close()
     # Default (slow) parameters on the instance: the stored low ones must win, or the
     # derived key would differ and the passphrase be reported wrong.
-    with Stack.open("dev", backend=backend, provider=PassphraseProvider(passphrase=PASSPHRASE)):
+    opener = PassphraseProvider(passphrase=PASSPHRASE, insecure_weak_kdf=True)
+    with Stack.open("dev", backend=backend, secrets_provider=opener):
         pass
 
 
@@ -166,8 +176,9 @@ def test_wrong_passphrase_raises_and_writes_nothing(
         provider = fast("not the passphrase")
     else:
         monkeypatch.setenv("VEIL_PASSPHRASE", "not the passphrase")
+        monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # the stack uses fast KDF settings
     with pytest.raises(IncorrectPassphraseError, match="Nothing was written"):
-        Stack.open("dev", backend=backend, provider=provider)
+        Stack.open("dev", backend=backend, secrets_provider=provider)
     assert snapshot(project) == before
     # The failed open left no lock behind.
     reopen(backend, project).close()
@@ -308,6 +319,7 @@ def test_resave_after_reopen_from_environment_keeps_config_bytes(
     stack.close()
     first = (project / "veil.dev.json").read_bytes()
     monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("VEIL_INSECURE_WEAK_KDF", "1")  # the stack uses fast KDF settings
     with Stack.open("dev", backend=backend) as s:
         s.save()
     assert (project / "veil.dev.json").read_bytes() == first
@@ -392,7 +404,7 @@ def test_secure_value_copied_from_another_stack_does_not_open(
     doc["config"]["db:password"] = config_doc(project)["config"]["db:password"]
     (project / "veil.prod.json").write_text(json.dumps(doc, indent=2))
     with (
-        Stack.open("prod", backend=backend, provider=fast()) as prod,
+        Stack.open("prod", backend=backend, secrets_provider=fast()) as prod,
         pytest.raises(DecryptionError, match="stack 'prod' does not open"),
     ):
         prod.config.require_secret("db:password")
@@ -536,9 +548,64 @@ def test_repr_shows_no_secret(stack: Stack) -> None:
 # --- locking ---------------------------------------------------------------------------
 
 
+def _hold_lock_in_another_process(root: Path) -> subprocess.Popen[str]:
+    code = (
+        "import sys, time, veil.state\n"
+        f"lock = veil.state.FileStore({str(root)!r}).lock('dev', owner='alice')\n"
+        "print('held', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
 def test_second_writer_gets_state_locked(stack: Stack, backend: str, project: Path) -> None:
-    with pytest.raises(StateLockedError, match="'dev' is locked"):
+    stack.close()
+    proc = _hold_lock_in_another_process(Path(backend.removeprefix("file://")))
+    try:
+        with pytest.raises(StateLockedError, match=r"'dev' is locked.*alice"):
+            reopen(backend, project)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_opening_a_stack_this_process_holds_says_so(
+    stack: Stack, backend: str, project: Path
+) -> None:
+    with pytest.raises(StateLockedError, match="this process already has stack 'dev' open"):
         reopen(backend, project)
+
+
+def test_lock_timeout_waits_for_the_holder(
+    stack: Stack, backend: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(backend.removeprefix("file://"))
+    stack.close()
+    proc = _hold_lock_in_another_process(root)
+
+    def end_holder() -> None:  # the holder goes away: its lock is stale
+        proc.kill()
+        proc.wait()
+
+    threading.Timer(0.5, end_holder).start()
+    with reopen(backend, project, lock_timeout=20) as s:
+        assert s.serial >= 1
+    proc = _hold_lock_in_another_process(root)
+    try:
+        monkeypatch.setenv("VEIL_LOCK_TIMEOUT", "0.2")
+        start = time.monotonic()
+        with pytest.raises(StateLockedError, match="alice"):
+            reopen(backend, project)
+        assert time.monotonic() - start >= 0.2
+        monkeypatch.setenv("VEIL_LOCK_TIMEOUT", "soon")
+        with pytest.raises(veil.ConfigError, match="VEIL_LOCK_TIMEOUT"):
+            reopen(backend, project)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_lock_is_released_on_close(stack: Stack, backend: str, project: Path) -> None:
@@ -589,7 +656,7 @@ def test_rotate_key_reseals_config_and_state(stack: Stack, backend: str, project
     new_state = state_bytes(project)
     new_config = (project / "veil.dev.json").read_bytes()
     assert json.loads(new_state)["key_id"] != old_state["key_id"]
-    assert json.loads(new_config)["keyring"]["key_id"] == json.loads(new_state)["key_id"]
+    assert json.loads(new_config)["protection"]["key_id"] == json.loads(new_state)["key_id"]
     for token in old_tokens:
         assert token.encode() not in new_state
         assert token.encode() not in new_config
@@ -620,16 +687,16 @@ def test_change_secrets_provider_to_a_key_file(
     stack.close()
     assert key_file.is_file()
 
-    with reopen(backend, project, provider=LocalKeyProvider(key_file)) as s:
+    with reopen(backend, project, secrets_provider=LocalKeyProvider(key_file)) as s:
         assert s.outputs["token"] == Secret("tok-abc-123")
         assert veil.reveal(s.config.require_secret("db:password")) == "pw-0123456789"
     with pytest.raises(KeyUnwrapError, match="written for: file"):
-        reopen(backend, project, provider=fast())
+        reopen(backend, project, secrets_provider=fast())
     # Without a provider it is rebuilt from the stored description (the key file path).
     monkeypatch.setenv("VEIL_PASSPHRASE", PASSPHRASE)
     with Stack.open("dev", backend=backend) as s:
         assert isinstance(s.provider, LocalKeyProvider)
-    schemes = [p["scheme"] for p in config_doc(project)["keyring"]["providers"]]
+    schemes = [p["scheme"] for p in config_doc(project)["protection"]["recipients"]]
     assert schemes == ["file"]
 
 
@@ -642,7 +709,7 @@ def test_change_secrets_provider_keeping_the_old_one(
     stack.save()
     stack.close()
     for provider in (LocalKeyProvider(key_file), fast()):
-        with reopen(backend, project, provider=provider) as s:
+        with reopen(backend, project, secrets_provider=provider) as s:
             assert s.outputs["token"] == Secret("tok-abc-123")
 
 
@@ -657,7 +724,7 @@ def test_change_secrets_provider_with_rotation_gives_a_new_key(
     stack.save()
     stack.close()
     assert json.loads(state_bytes(project))["key_id"] != old
-    with reopen(backend, project, provider=LocalKeyProvider(key_file)) as s:
+    with reopen(backend, project, secrets_provider=LocalKeyProvider(key_file)) as s:
         assert veil.reveal(s.config.require_secret("db:password")) == "pw-0123456789"
 
 
@@ -673,7 +740,9 @@ def test_default_argon2_parameters_open_a_stack(backend: str, project: Path) -> 
         3,
         4,
     )
-    with Stack.open("dev", backend=backend, provider=PassphraseProvider(passphrase=PASSPHRASE)):
+    with Stack.open(
+        "dev", backend=backend, secrets_provider=PassphraseProvider(passphrase=PASSPHRASE)
+    ):
         pass
 
 
@@ -725,3 +794,21 @@ def test_config_value_nested_too_deeply_is_a_typed_error(stack: Stack) -> None:
         cur = cur[0]
     with pytest.raises(veil.InvalidValueError, match="nested too deeply"):
         stack.config.set("deep", deep)
+
+
+def _nested(levels: int) -> list[Any]:
+    deep: list[Any] = []
+    cur = deep
+    for _ in range(levels - 1):
+        cur.append([])
+        cur = cur[0]
+    return deep
+
+
+def test_config_depth_limit_is_the_same_on_every_python(stack: Stack) -> None:
+    from veil.config import MAX_CONFIG_DEPTH
+
+    stack.config.set("ok", _nested(MAX_CONFIG_DEPTH))
+    assert stack.config.require("ok").apply(lambda v: v) is not None
+    with pytest.raises(veil.InvalidValueError, match=f"more than {MAX_CONFIG_DEPTH} levels"):
+        stack.config.set("deep", _nested(MAX_CONFIG_DEPTH + 1))

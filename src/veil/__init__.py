@@ -7,9 +7,12 @@ pluggable providers. See the README and ``docs/``.
 
 from __future__ import annotations
 
-from typing import TypeVar, overload
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar, overload
 
 from . import providers, state
+from ._redact import SecretRedactingFilter, install_log_filter, redact
+from ._secret import MASK, Secret, is_secret, reveal
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .output import (
@@ -22,17 +25,50 @@ from .output import (
     contains_unknowns,
     deferred_output,
 )
-from .redact import SecretRedactingFilter, install_log_filter, redact
-from .secret import MASK, Secret, is_secret, reveal
 from .stack import Stack
 
 __version__ = "0.1.0"
 
 _T = TypeVar("_T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+_S = TypeVar("_S", bound="str | bytes | int | float | bool | None")
 
 
 @overload
 def secret(value: Output[_T]) -> Output[_T]: ...
+
+
+@overload
+def secret(value: Secret[_T]) -> Output[_T]: ...
+
+
+@overload
+def secret(value: Awaitable[_T]) -> Output[_T]: ...
+
+
+@overload
+def secret(value: Mapping[_K, Output[_V]]) -> Output[dict[_K, _V]]: ...
+
+
+@overload
+def secret(value: Mapping[_K, _S]) -> Output[dict[_K, _S]]: ...
+
+
+@overload
+def secret(value: Mapping[_K, Any]) -> Output[dict[_K, Any]]: ...
+
+
+@overload
+def secret(value: list[Output[_V]]) -> Output[list[_V]]: ...
+
+
+@overload
+def secret(value: list[_S]) -> Output[list[_S]]: ...
+
+
+@overload
+def secret(value: list[Any]) -> Output[list[Any]]: ...
 
 
 @overload
@@ -50,6 +86,38 @@ def secret(value: Input[_T]) -> Output[_T]:
 
 @overload
 def unsecret(value: Output[_T]) -> Output[_T]: ...
+
+
+@overload
+def unsecret(value: Secret[_T]) -> Output[_T]: ...
+
+
+@overload
+def unsecret(value: Awaitable[_T]) -> Output[_T]: ...
+
+
+@overload
+def unsecret(value: Mapping[_K, Output[_V]]) -> Output[dict[_K, _V]]: ...
+
+
+@overload
+def unsecret(value: Mapping[_K, _S]) -> Output[dict[_K, _S]]: ...
+
+
+@overload
+def unsecret(value: Mapping[_K, Any]) -> Output[dict[_K, Any]]: ...
+
+
+@overload
+def unsecret(value: list[Output[_V]]) -> Output[list[_V]]: ...
+
+
+@overload
+def unsecret(value: list[_S]) -> Output[list[_S]]: ...
+
+
+@overload
+def unsecret(value: list[Any]) -> Output[list[Any]]: ...
 
 
 @overload

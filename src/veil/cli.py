@@ -19,9 +19,9 @@ from typing import Any, NoReturn, TextIO
 
 from . import __version__
 from ._files import write_atomic
+from ._redact import install_log_filter, redact
+from ._secret import MASK, Secret
 from .errors import ConfigMissingError, LeakWarning, StateFormatError, VeilError
-from .redact import install_log_filter, redact
-from .secret import MASK, Secret
 from .stack import DEFAULT_SECRETS_PROVIDER, Stack, _store
 
 __all__ = ["main"]
@@ -320,7 +320,9 @@ def _config(args: argparse.Namespace, out: TextIO) -> int:
                 config.set(args.key, Secret(value) if args.secret else value, secret=args.secret)
             for warning in caught:
                 sys.stderr.write(f"veil: warning: {redact(str(warning.message))}\n")
-            config.save()
+            # The state records a digest of each secure value, so that an older value
+            # copied back into the committed file is recognised: save both.
+            stack.save()
             if args.secret and args.value is not None:
                 sys.stderr.write(
                     "veil: warning: a secret given on the command line stays in the shell's "
@@ -329,7 +331,7 @@ def _config(args: argparse.Namespace, out: TextIO) -> int:
             return 0
         if command == "rm":
             config.remove(args.key)
-            config.save()
+            stack.save()
             return 0
         if command == "get":
             value = _shown(config.value(args.key), args.show_secrets)

@@ -284,6 +284,7 @@ class ValueCipher:
         """
         # One try block: it costs nothing when nothing fails, and every failure below
         # becomes a DecryptionError.
+        failure: str | None
         try:
             if not token.startswith(self._token_head):
                 raise DecryptionError(self._open_failure_message(token))
@@ -302,19 +303,25 @@ class ValueCipher:
             else:
                 value, end = _scan_value(text, 0)
         except InvalidTag:
-            raise DecryptionError(
+            failure = (
                 "a sealed value does not open: it was changed, or moved from another stack or path"
-            ) from None
+            )
         except (_BinasciiError, UnicodeError):
-            raise DecryptionError(_malformed(token)) from None
+            failure = _malformed(token)
         except (TypeError, AttributeError):
-            raise DecryptionError(
+            failure = (
                 f"cannot open a {type(token).__name__} with associated data of type "
                 f"{type(aad).__name__}; a sealed value is a str and associated data bytes"
-            ) from None
+            )
         except (ValueError, IndexError, StopIteration):
             # Non-ASCII text, or authentic but not JSON (only a key holder could do that).
-            raise DecryptionError(_malformed(token)) from None
+            failure = _malformed(token)
+        else:
+            failure = None
+        if failure is not None:
+            # Raised here, outside the except blocks: the caught exception (a decode or
+            # JSON error holding the decrypted text) must not ride along as __context__.
+            raise DecryptionError(failure)
         if end != len(text):
             raise DecryptionError(_malformed(token))
         return value

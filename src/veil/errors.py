@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ConfigMissingError",
+    "ConfigStateMismatchError",
     "DecryptionError",
     "IncorrectPassphraseError",
     "InvalidStackNameError",
@@ -33,8 +34,10 @@ __all__ = [
     "StateFormatError",
     "StateIntegrityError",
     "StateLockedError",
+    "StateRollbackError",
     "StoreAccessError",
     "StoreUnavailableError",
+    "TrustError",
     "UnknownProviderError",
     "UnknownValueError",
     "UsageError",
@@ -178,6 +181,25 @@ class InvalidStackNameError(StateError, ValueError):
 
 class StackExistsError(StateError):
     """A stack of that name already exists in the backend."""
+
+
+class TrustError(StateError):
+    """What protects a stack did not check out: the committed config and the state
+    disagree, or the state is older than one this project folder has already seen.
+    Nothing was written and no key was used for anything new."""
+
+
+class ConfigStateMismatchError(TrustError):
+    """The config file and the state do not vouch for each other: they name other
+    recipients or another data key, or the config holds an older secure value than the
+    one last saved. After a legitimate change elsewhere, pull the config (or the
+    state); otherwise one of them was replaced, and this error stopped its use."""
+
+
+class StateRollbackError(TrustError):
+    """The state is older (a lower serial) than the newest one this project folder
+    has seen. Restore deliberately with ``Stack.open(..., allow_rollback=True)`` or
+    ``veil stack import``."""
 
 
 class PlaintextLeakError(StateError):

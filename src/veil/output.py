@@ -15,29 +15,21 @@ union. The differences are documented in ``docs/outputs.md``; the main ones:
 - An ``apply`` whose function returns an awaitable that resolves to an Output is
   flattened and keeps that Output's secretness.
 
-Internally a resolved Output is five plain fields. A pending one holds a ``_Cell`` that
-collects callbacks; when it settles, the callbacks run from one trampoline queue (never
-recursively, so chains of any length settle in constant stack depth).
+Internally a resolved Output is five plain fields. A pending one holds a cell that
+collects callbacks, settled by the machinery in ``veil._settle``; ``from_input`` walks
+nested inputs with the walker in ``veil._inputs``.
 """
 
 from __future__ import annotations
 
-import atexit
-import collections
-import contextlib
 import json
-import sys
-import threading
-import types
-from collections.abc import Awaitable, Callable, Generator, Mapping
-from collections.abc import Awaitable as _AwaitableABC
+from collections.abc import Awaitable, Callable, Mapping
 from typing import (
     TYPE_CHECKING,
     Any,
     Generic,
     NoReturn,
     TypeVar,
-    Union,
     cast,
     overload,
 )
@@ -45,6 +37,39 @@ from typing import (
 if TYPE_CHECKING:
     import asyncio
 
+from ._inputs import (
+    NO_RESOURCES,
+    SCALARS,
+    UNKNOWN,
+    Acc,
+    Input,
+    Inputs,
+    InputType,
+    NotPlain,
+    OutputKind,
+    Resources,
+    Unknown,
+    contains_unknowns,
+    copy_plain,
+    isawaitable,
+    walk,
+)
+from ._json import Found, NeedsAwait, dumps_found
+from ._known import remember
+from ._scrub import scrub_exception
+from ._secret import Secret
+from ._settle import (
+    Cell,
+    cells_lock,
+    describe_failure,
+    fire,
+    note_unobserved,
+    observe,
+    schedule,
+    start,
+    start_unstarted,
+    take,
+)
 from .errors import (
     OutputToStringError,
     PendingOutputError,
@@ -53,7 +78,6 @@ from .errors import (
     UsageError,
     VeilError,
 )
-from .secret import Secret, _remember, scrub_exception
 
 __all__ = [
     "UNKNOWN",
@@ -67,80 +91,14 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-T1 = TypeVar("T1")
-T2 = TypeVar("T2")
 T_co = TypeVar("T_co", covariant=True)
 U = TypeVar("U")
-
-# Pulumi's aliases, subscriptable at run time (Input[str]) as in Pulumi.
-Input = Union[T, Awaitable[T], "Output[T]"]
-Inputs = Mapping[str, "Input[Any]"]
-InputType = Union[T, Mapping[str, Any]]  # noqa: UP007
-
-Resources = frozenset[Any]
-_NO_RESOURCES: Resources = frozenset()
-
-# Leaf types that need no walking, no unknown check and no copying.
-_SCALARS: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes})
-
-
-class Unknown:
-    """A value that is not known yet (during a preview). Any instance counts."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "UNKNOWN"
-
-    def __reduce__(self) -> str:
-        return "UNKNOWN"
-
-
-UNKNOWN = Unknown()
-"""The singleton unknown value."""
-
-
-def contains_unknowns(val: Any) -> bool:
-    """Whether ``val`` is, or holds in nested dicts, lists or tuples, an ``Unknown``.
-
-    Safe on cycles and on nesting of any depth.
-    """
-    t = type(val)
-    if t in _SCALARS:
-        return False
-    if isinstance(val, Unknown):
-        return True
-    if not isinstance(val, (dict, list, tuple)):
-        return False
-    seen: set[int] = set()
-    todo: list[Any] = [val]
-    while todo:
-        v = todo.pop()
-        if isinstance(v, Unknown):
-            return True
-        if type(v) in _SCALARS:
-            continue
-        if isinstance(v, dict):
-            if id(v) in seen:
-                continue
-            seen.add(id(v))
-            todo.extend(dict.values(v))
-        elif isinstance(v, (list, tuple)):
-            if id(v) in seen:
-                continue
-            seen.add(id(v))
-            todo.extend(v)
-    return False
-
-
-_CO_ITERABLE_COROUTINE = 0x100
-
-
-def _isawaitable(obj: object) -> bool:
-    """``inspect.isawaitable`` without importing inspect."""
-    return isinstance(obj, (types.CoroutineType, _AwaitableABC)) or (
-        isinstance(obj, types.GeneratorType) and bool(obj.gi_code.co_flags & _CO_ITERABLE_COROUTINE)
-    )
+# For the overloads of from_input, secret and unsecret: a dict or list of Outputs gives
+# an Output of a dict or list of their values; of scalars, of those scalars; else Any,
+# as from_input unwraps nested inputs at any depth.
+K = TypeVar("K")
+V = TypeVar("V")
+S = TypeVar("S", bound="str | bytes | int | float | bool | None")
 
 
 def _scan(val: Any) -> tuple[bool, bool]:
@@ -152,7 +110,7 @@ def _scan(val: Any) -> tuple[bool, bool]:
     todo: list[Any] = [val]
     while todo:
         v = todo.pop()
-        if type(v) in _SCALARS:
+        if type(v) in SCALARS:
             continue
         if isinstance(v, Unknown):
             unknown = True
@@ -166,133 +124,6 @@ def _scan(val: Any) -> tuple[bool, bool]:
         if unknown and secret:
             break
     return unknown, secret
-
-
-# --- settling machinery ------------------------------------------------------------------
-
-
-class _Trampoline(threading.local):
-    """Callbacks waiting to run, per thread: a thread that settles an Output runs the
-    callbacks it caused, so none is stranded by another thread's drain ending."""
-
-    def __init__(self) -> None:
-        self.queue: collections.deque[Callable[[], None]] = collections.deque()
-        self.draining = False
-
-
-_trampoline = _Trampoline()
-
-
-def _schedule(cb: Callable[[], None]) -> None:
-    """Run ``cb`` from the trampoline: after the current callback, never nested."""
-    t = _trampoline
-    t.queue.append(cb)
-    if t.draining:
-        return
-    t.draining = True
-    try:
-        queue = t.queue
-        while queue:
-            queue.popleft()()
-    finally:
-        t.draining = False
-
-
-class _Cell:
-    """The pending part of an Output: who waits for it, and how it failed."""
-
-    __slots__ = ("callbacks", "exc", "failed", "waiters")
-
-    def __init__(self) -> None:
-        self.callbacks: list[Callable[[], None]] = []
-        self.waiters: list[asyncio.Future[None]] = []
-        self.exc: BaseException | None = None
-        self.failed = False
-
-
-# Guards the hand-over between a pending Output's state and its waiting lists, for
-# Outputs settled on one thread and awaited or chained on another.
-_cells_lock = threading.Lock()
-
-
-def _take(cell: _Cell) -> tuple[list[asyncio.Future[None]], list[Callable[[], None]]]:
-    waiters, callbacks = cell.waiters, cell.callbacks
-    cell.waiters, cell.callbacks = [], []
-    return waiters, callbacks
-
-
-def _fire(waiters: list[asyncio.Future[None]], callbacks: list[Callable[[], None]]) -> None:
-    for fut in waiters:
-        if fut.done():
-            continue  # its awaiter gave up (cancelled, timed out)
-        # A closed event loop raises RuntimeError: nobody waits there any more.
-        with contextlib.suppress(RuntimeError):
-            fut.get_loop().call_soon_threadsafe(_wake, fut)
-    for cb in callbacks:
-        _schedule(cb)
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-# Failures no one has read yet: reported at exit, so none passes silently.
-_unobserved: dict[int, _Cell] = {}
-
-
-def _observe(cell: _Cell) -> None:
-    _unobserved.pop(id(cell), None)
-
-
-@atexit.register
-def _report_unobserved() -> None:
-    if not _unobserved:
-        return
-    from .redact import redact
-
-    cells = list(_unobserved.values())
-    exc = cells[0].exc
-    sys.stderr.write(
-        f"veil: {len(cells)} Output(s) failed and were never awaited or read; the first "
-        f"failed with {type(exc).__name__}: {redact(str(exc))}\n"
-    )
-
-
-# Awaitables met while no event loop was running: started by the first await.
-_unstarted: list[Callable[[asyncio.AbstractEventLoop], None]] = []
-# Strong references to running tasks (the loop keeps only weak ones).
-_tasks: set[asyncio.Task[None]] = set()
-
-
-def _start_unstarted(loop: asyncio.AbstractEventLoop) -> None:
-    while _unstarted:
-        _unstarted.pop(0)(loop)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    # asyncio is imported only by programs that use it: no import cost for the rest.
-    if "asyncio" not in sys.modules:
-        return None
-    try:
-        return sys.modules["asyncio"].get_running_loop()  # type: ignore[no-any-return]
-    except RuntimeError:
-        return None
-
-
-def _start(make: Callable[[], Awaitable[None]]) -> None:
-    """Run a coroutine on the running loop now, or on the first loop that awaits."""
-
-    def start(loop: asyncio.AbstractEventLoop) -> None:
-        task = loop.create_task(cast(Any, make()))
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
-
-    loop = _running_loop()
-    if loop is not None:
-        start(loop)
-    else:
-        _unstarted.append(start)
 
 
 _Data = tuple[Any, bool, bool, Resources]  # value, known, secret, resources
@@ -310,7 +141,7 @@ class Output(Generic[T_co]):
     _resources: Resources
     # True when the value holds no Output, Secret or awaitable: from_input need not walk it.
     _clean: bool
-    _pending: _Cell | None
+    _pending: Cell | None
 
     # --- construction ------------------------------------------------------------------
 
@@ -341,14 +172,14 @@ class Output(Generic[T_co]):
         self._value = None
         self._known = False
         self._secret = False
-        self._resources = _NO_RESOURCES
+        self._resources = NO_RESOURCES
         self._clean = False
-        self._pending = _Cell()
+        self._pending = Cell()
 
     def _settle(
         self, value: Any, known: bool, secret: bool, resources: Resources, clean: bool
     ) -> None:
-        with _cells_lock:
+        with cells_lock:
             cell = self._pending
             if cell is None or cell.failed:
                 return
@@ -358,28 +189,31 @@ class Output(Generic[T_co]):
             self._resources = resources
             self._clean = clean
             self._pending = None
-            waiters, callbacks = _take(cell)
-        _fire(waiters, callbacks)
+            waiters, callbacks = take(cell)
+        fire(waiters, callbacks)
 
     def _fail(self, exc: BaseException) -> None:
-        with _cells_lock:
+        # Not for cancellation or an interrupt. Described outside the lock: str(exc)
+        # runs the exception's own code.
+        report = describe_failure(exc) if isinstance(exc, Exception) else None
+        with cells_lock:
             cell = self._pending
             if cell is None or cell.failed:
                 return
             cell.failed = True
             cell.exc = exc
-            if isinstance(exc, Exception):  # not cancellation, not an interrupt
-                _unobserved[id(cell)] = cell
-            waiters, callbacks = _take(cell)
-        _fire(waiters, callbacks)
+            if report is not None:
+                note_unobserved(cell, report)
+            waiters, callbacks = take(cell)
+        fire(waiters, callbacks)
 
     def _on_settled(self, cb: Callable[[], None]) -> None:
-        with _cells_lock:
+        with cells_lock:
             cell = self._pending
             if cell is not None and not cell.failed:
                 cell.callbacks.append(cb)
                 return
-        _schedule(cb)
+        schedule(cb)
 
     def _follow(self, src: Output[Any]) -> None:
         """Settle this pending Output with ``src``'s data, now or when it settles."""
@@ -388,7 +222,7 @@ class Output(Generic[T_co]):
             self._settle(src._value, src._known, src._secret, src._resources, src._clean)
         elif cell.failed:
             assert cell.exc is not None
-            _observe(cell)
+            observe(cell)
             self._fail(cell.exc)
         else:
             src._on_settled(lambda: self._follow(src))
@@ -404,7 +238,7 @@ class Output(Generic[T_co]):
             cell = self._pending
             if cell is not None:  # failed
                 assert cell.exc is not None
-                _observe(cell)
+                observe(cell)
                 out._fail(cell.exc)
                 return
             try:
@@ -427,9 +261,9 @@ class Output(Generic[T_co]):
                 self._fail(exc)
                 return
             known = known and not contains_unknowns(value)
-            self._settle(value, known, secret, resources, type(value) in _SCALARS)
+            self._settle(value, known, secret, resources, type(value) in SCALARS)
 
-        _start(run)
+        start(run)
 
     @classmethod
     def _from_awaitable(cls, aw: Awaitable[Any]) -> Output[Any]:
@@ -437,7 +271,7 @@ class Output(Generic[T_co]):
         out = _new_pending()
 
         async def get() -> _Data:
-            return await aw, True, False, _NO_RESOURCES
+            return await aw, True, False, NO_RESOURCES
 
         out._settle_from(get)
         return out
@@ -454,9 +288,9 @@ class Output(Generic[T_co]):
             return True, self._value, self._known, self._secret, self._resources
         if cell.failed:
             assert cell.exc is not None
-            _observe(cell)
+            observe(cell)
             raise cell.exc
-        return False, None, False, False, _NO_RESOURCES
+        return False, None, False, False, NO_RESOURCES
 
     async def _veil_resolve_(self) -> _Data:
         """``(value, known, secret, resources)``, awaiting a pending Output."""
@@ -465,9 +299,9 @@ class Output(Generic[T_co]):
             import asyncio
 
             loop = asyncio.get_running_loop()
-            _start_unstarted(loop)
+            start_unstarted(loop)
             fut: asyncio.Future[None] = loop.create_future()
-            with _cells_lock:
+            with cells_lock:
                 waiting = self._pending is cell and not cell.failed
                 if waiting:
                     cell.waiters.append(fut)
@@ -475,7 +309,7 @@ class Output(Generic[T_co]):
                 await fut
             if cell.failed:
                 assert cell.exc is not None
-                _observe(cell)
+                observe(cell)
                 raise cell.exc
         return self._value, self._known, self._secret, self._resources
 
@@ -536,12 +370,10 @@ class Output(Generic[T_co]):
     def apply(
         self, func: Callable[[T_co], Output[U]], run_with_unknowns: bool = False
     ) -> Output[U]: ...
-
     @overload
     def apply(
         self, func: Callable[[T_co], Awaitable[U]], run_with_unknowns: bool = False
     ) -> Output[U]: ...
-
     @overload
     def apply(self, func: Callable[[T_co], U], run_with_unknowns: bool = False) -> Output[U]: ...
 
@@ -574,7 +406,7 @@ class Output(Generic[T_co]):
                 raise
         else:
             return _make(None, False, self._secret, self._resources, True)
-        if type(result) in _SCALARS:
+        if type(result) in SCALARS:
             # The hot path, inlined: a plain value is known and needs no walking.
             out: Output[Any] = _new(Output)
             out._value = result
@@ -598,7 +430,7 @@ class Output(Generic[T_co]):
                 self._resources | result._resources if result._resources else self._resources,
                 result._clean,
             )
-        if _isawaitable(result):
+        if isawaitable(result):
             return Output._from_awaitable(result)._then(lambda src: self._absorb(src._value))
         if isinstance(result, Secret):
             inner = result.reveal()
@@ -623,7 +455,7 @@ class Output(Generic[T_co]):
                 out._follow(self)
                 return
             exc = cell.exc
-            _observe(cell)
+            observe(cell)
             if not isinstance(exc, Exception):
                 out._fail(cast(BaseException, exc))
                 return
@@ -708,11 +540,33 @@ class Output(Generic[T_co]):
     @overload
     @staticmethod
     def from_input(val: Output[U]) -> Output[U]: ...
-
+    @overload
+    @staticmethod
+    def from_input(val: Secret[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def from_input(val: Awaitable[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def from_input(val: Mapping[K, Output[V]]) -> Output[dict[K, V]]: ...
+    @overload
+    @staticmethod
+    def from_input(val: Mapping[K, S]) -> Output[dict[K, S]]: ...
+    @overload
+    @staticmethod
+    def from_input(val: Mapping[K, Any]) -> Output[dict[K, Any]]: ...
+    @overload
+    @staticmethod
+    def from_input(val: list[Output[V]]) -> Output[list[V]]: ...
+    @overload
+    @staticmethod
+    def from_input(val: list[S]) -> Output[list[S]]: ...
+    @overload
+    @staticmethod
+    def from_input(val: list[Any]) -> Output[list[Any]]: ...
     @overload
     @staticmethod
     def from_input(val: Input[U]) -> Output[U]: ...
-
     @staticmethod
     def from_input(val: Input[U]) -> Output[U]:
         """An Output of ``val`` with every nested input unwrapped.
@@ -725,47 +579,70 @@ class Output(Generic[T_co]):
         if isinstance(val, Output):
             if val._clean:
                 return val
-        elif type(val) in _SCALARS:
-            return _make(val, True, False, _NO_RESOURCES, True)
+        elif type(val) in SCALARS:
+            return _make(val, True, False, NO_RESOURCES, True)
         elif type(val) is dict:
-            flat = _flat_dict(val)
-            if flat is not None:
-                return flat
+            got = _gather(dict.values(val)) if SCALARS.issuperset(map(type, val)) else None
+            if got is not None:
+                values, known, secret, resources = got
+                return _make(dict(zip(val, values, strict=True)), known, secret, resources, True)
             try:
-                return _make(_copy_plain(val, 0), True, False, _NO_RESOURCES, True)
-            except _NotPlain:
+                return _make(copy_plain(val, 0), True, False, NO_RESOURCES, True)
+            except NotPlain:
                 pass
         elif type(val) is list:
             try:
-                return _make(_copy_plain(val, 0), True, False, _NO_RESOURCES, True)
-            except _NotPlain:
+                return _make(copy_plain(val, 0), True, False, NO_RESOURCES, True)
+            except NotPlain:
                 pass
         return _unwrap(val)
 
     @overload
     @staticmethod
     def secret(val: Output[U]) -> Output[U]: ...
-
+    @overload
+    @staticmethod
+    def secret(val: Secret[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def secret(val: Awaitable[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def secret(val: Mapping[K, Output[V]]) -> Output[dict[K, V]]: ...
+    @overload
+    @staticmethod
+    def secret(val: Mapping[K, S]) -> Output[dict[K, S]]: ...
+    @overload
+    @staticmethod
+    def secret(val: Mapping[K, Any]) -> Output[dict[K, Any]]: ...
+    @overload
+    @staticmethod
+    def secret(val: list[Output[V]]) -> Output[list[V]]: ...
+    @overload
+    @staticmethod
+    def secret(val: list[S]) -> Output[list[S]]: ...
+    @overload
+    @staticmethod
+    def secret(val: list[Any]) -> Output[list[Any]]: ...
     @overload
     @staticmethod
     def secret(val: Input[U]) -> Output[U]: ...
-
     @staticmethod
     def secret(val: Input[U]) -> Output[U]:
         """An Output of ``val`` (unwrapped as by :meth:`from_input`) marked secret."""
-        if type(val) in _SCALARS:
+        if type(val) in SCALARS:
             if type(val) is str:
-                _remember(val)
-            return _make(val, True, True, _NO_RESOURCES, True)
+                remember(val)
+            return _make(val, True, True, NO_RESOURCES, True)
         out = Output.from_input(val)
         if out._pending is None:
             if out._known:
-                _remember(out._value)
+                remember(out._value)
             return _make(out._value, out._known, True, out._resources, out._clean)
 
         def mark(src: Output[Any]) -> Output[Any]:
             if src._known:
-                _remember(src._value)
+                remember(src._value)
             return _make(src._value, src._known, True, src._resources, src._clean)
 
         return out._then(mark)
@@ -773,11 +650,33 @@ class Output(Generic[T_co]):
     @overload
     @staticmethod
     def unsecret(val: Output[U]) -> Output[U]: ...
-
+    @overload
+    @staticmethod
+    def unsecret(val: Secret[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: Awaitable[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: Mapping[K, Output[V]]) -> Output[dict[K, V]]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: Mapping[K, S]) -> Output[dict[K, S]]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: Mapping[K, Any]) -> Output[dict[K, Any]]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: list[Output[V]]) -> Output[list[V]]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: list[S]) -> Output[list[S]]: ...
+    @overload
+    @staticmethod
+    def unsecret(val: list[Any]) -> Output[list[Any]]: ...
     @overload
     @staticmethod
     def unsecret(val: Input[U]) -> Output[U]: ...
-
     @staticmethod
     def unsecret(val: Input[U]) -> Output[U]:
         """The same Output, no longer marked secret. The explicit way to declassify."""
@@ -791,19 +690,15 @@ class Output(Generic[T_co]):
     @overload
     @staticmethod
     def all(*args: Output[Any]) -> Output[list[Any]]: ...
-
     @overload
     @staticmethod
     def all(**kwargs: Output[Any]) -> Output[dict[str, Any]]: ...
-
     @overload
     @staticmethod
     def all(*args: Input[Any]) -> Output[list[Any]]: ...
-
     @overload
     @staticmethod
     def all(**kwargs: Input[Any]) -> Output[dict[str, Any]]: ...
-
     @staticmethod
     def all(*args: Input[Any], **kwargs: Input[Any]) -> Output[list[Any]] | Output[dict[str, Any]]:
         """An Output of the list of ``args`` (or the dict of ``kwargs``), each unwrapped.
@@ -893,7 +788,7 @@ class Output(Generic[T_co]):
         if plain and out._pending is None and out._known:
             try:
                 # Unwrapped values hold no Output or Secret: json's C encoder.
-                text = _dumps_plain(out._value)
+                text = json.dumps(out._value)
             except TypeError:
                 pass  # an object json does not know: go through the hook below
             else:
@@ -902,56 +797,27 @@ class Output(Generic[T_co]):
         def dump(src: Output[Any]) -> Output[str]:
             if not src._known:
                 return _make(None, False, src._secret, src._resources, True)
-            seen = _Seen()
-
-            def hook(o: Any) -> Any:
-                if isinstance(o, Output):
-                    resolved, value, known, secret, res = o._veil_snapshot_()
-                    if not resolved:
-                        raise _NeedsAwait(o)
-                    seen.secret = seen.secret or secret
-                    seen.resources |= res
-                    if not known:
-                        seen.unknown = True
-                        return None
-                    return value
-                if isinstance(o, Secret):
-                    seen.secret = True
-                    return o.reveal()
-                if default is not None:
-                    return default(o)
-                return _JSON_DEFAULT(o)
-
-            encoder: type[json.JSONEncoder] | None = None
-            if cls is not None:
-                user_cls = cls
-
-                class _Encoder(user_cls):  # type: ignore[valid-type, misc]
-                    def default(self, o: Any) -> Any:
-                        if isinstance(o, (Output, Secret)) or default is not None:
-                            return hook(o)
-                        return super().default(o)
-
-                encoder = _Encoder
-
+            seen = Found()
             try:
-                text = json.dumps(
+                text = dumps_found(
                     src._value,
+                    seen,
                     skipkeys=skipkeys,
                     ensure_ascii=ensure_ascii,
                     check_circular=check_circular,
                     allow_nan=allow_nan,
-                    cls=encoder,
+                    cls=cls,
                     indent=indent,
                     separators=separators,
-                    default=None if encoder is not None else hook,
+                    default=default,
                     sort_keys=sort_keys,
                     **kw,
                 )
-            except _NeedsAwait as need:
+            except NeedsAwait as need:
                 # An Output hidden inside an opaque object is still pending: wait for it
                 # and dump again.
-                return need.output._then(lambda _o: dump(src))
+                pending: Output[Any] = need.output
+                return pending._then(lambda _o: dump(src))
             except Exception as exc:
                 if src._secret or seen.secret:
                     scrub_exception(exc, src._value)
@@ -1027,52 +893,6 @@ _TO_STRING_MESSAGE = (
 )
 
 
-_JSON_DEFAULT = json.JSONEncoder().default
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-_json_local = threading.local()
-
-
-def _dumps_plain(value: Any) -> str:
-    """``json.dumps(value)`` with its default options, through one C encoder per
-    thread instead of a new one per call (which costs more than the encoding)."""
-    if _c_make_encoder is None:
-        return json.dumps(value)
-    enc = getattr(_json_local, "encoder", None)
-    if enc is None:
-        enc = _c_make_encoder(
-            {},
-            _JSON_DEFAULT,
-            json.encoder.encode_basestring_ascii,
-            None,
-            ": ",
-            ", ",
-            False,
-            False,
-            True,
-        )
-        _json_local.encoder = enc
-    try:
-        return "".join(enc(value, 0))
-    except BaseException:
-        _json_local.encoder = None  # its circular-reference markers may be stale
-        raise  # raises json's own "not serializable" TypeError
-
-
-class _Seen:
-    __slots__ = ("resources", "secret", "unknown")
-
-    def __init__(self) -> None:
-        self.secret = False
-        self.unknown = False
-        self.resources: Resources = _NO_RESOURCES
-
-
-class _NeedsAwait(Exception):
-    def __init__(self, output: Output[Any]) -> None:
-        super().__init__()
-        self.output = output
-
-
 def deferred_output() -> tuple[Output[T], Callable[[Output[T]], None]]:
     """A pending Output and the function that resolves it from another Output.
 
@@ -1092,20 +912,21 @@ def deferred_output() -> tuple[Output[T], Callable[[Output[T]], None]]:
     return cast("Output[T]", out), resolve
 
 
-# --- Output.all ---------------------------------------------------------------------
+# --- fast paths of all, format, concat and from_input ---------------------------------------
 
 
 def _gather(items: Any) -> tuple[list[Any], bool, bool, Resources] | None:
     """Values and flags of resolved clean Outputs and scalars, or None for anything
-    else (which then takes the general path). The tight loop behind all/format/concat."""
+    else (which then takes the general path). The tight loop behind all, format,
+    concat and from_input of a flat dict."""
     values: list[Any] = []
     known = True
     secret = False
-    resources: Resources = _NO_RESOURCES
+    resources: Resources = NO_RESOURCES
     append = values.append
     for item in items:
         t = type(item)
-        if t in _SCALARS:
+        if t in SCALARS:
             append(item)
         elif t is Output and item._pending is None and item._clean:
             if item._known:
@@ -1135,339 +956,24 @@ def _all_fast(items: list[Any], names: list[str] | None) -> Output[Any]:
     return _make(value, known, secret, resources, True)
 
 
-def _flat_dict(val: dict[Any, Any]) -> Output[Any] | None:
-    """from_input's fast path for a dict of scalars and resolved clean Outputs."""
-    result: dict[Any, Any] = {}
-    known = True
-    secret = False
-    resources: Resources = _NO_RESOURCES
-    for k, v in dict.items(val):
-        if type(k) not in _SCALARS:
-            return None
-        t = type(v)
-        if t in _SCALARS:
-            result[k] = v
-        elif t is Output and v._pending is None and v._clean:
-            if not v._known:
-                known = False
-                result[k] = v._value if contains_unknowns(v._value) else UNKNOWN
-            else:
-                result[k] = v._value
-            if v._secret:
-                secret = True
-            if v._resources:
-                resources = resources | v._resources
-        else:
-            return None
-    return _make(result, known, secret, resources, True)
-
-
-class _NotPlain(Exception):
-    pass
-
-
-_PLAIN_DEPTH = 100
-
-
-def _copy_plain(val: Any, depth: int) -> Any:
-    """A copy of a tree of exact dicts and lists with scalar leaves (the common case of
-    from_input), in comprehensions; anything else raises _NotPlain and takes the walk."""
-    if depth > _PLAIN_DEPTH:
-        raise _NotPlain  # deep or cyclic: the iterative walk handles it
-    t = type(val)
-    if t is dict:
-        d = depth + 1
-        return {
-            k if type(k) in _SCALARS else _not_plain(): v
-            if type(v) in _SCALARS
-            else _copy_plain(v, d)
-            for k, v in val.items()
-        }
-    if t is list:
-        d = depth + 1
-        return [v if type(v) in _SCALARS else _copy_plain(v, d) for v in val]
-    raise _NotPlain
-
-
-def _not_plain() -> NoReturn:
-    raise _NotPlain
-
-
-# --- from_input: one iterative walker, driven synchronously or by callbacks ---------------
-
-
-class _Acc:
-    """What the walk has seen so far."""
-
-    __slots__ = ("known", "resources", "secret")
-
-    def __init__(self) -> None:
-        self.known = True
-        self.secret = False
-        self.resources: Resources = _NO_RESOURCES
-
-    def merge(self, known: bool, secret: bool, resources: Resources) -> None:
-        if not known:
-            self.known = False
-        if secret:
-            self.secret = True
-        if resources:
-            self.resources = self.resources | resources
-
-
-_IN_PROGRESS = object()
-
-# Frame kinds.
-_DICT, _LIST, _TUPLE, _OBJ = 0, 1, 2, 3
-
-
-def _rebuildable_fields(val: Any) -> list[str] | None:
-    """Field names to unwrap for dataclasses, attrs classes and Pulumi input classes."""
-    cls = type(val)
-    if hasattr(cls, "__dataclass_fields__"):
-        # A dataclass instance means the program imported dataclasses already.
-        import dataclasses
-
-        return [f.name for f in dataclasses.fields(val) if f.init]
-    attrs_fields = getattr(cls, "__attrs_attrs__", None)
-    if attrs_fields is not None:
-        return [
-            a.alias if getattr(a, "alias", None) else a.name.lstrip("_")
-            for a in attrs_fields
-            if a.init
-        ]
-    if hasattr(cls, "_pulumi_input_type") and hasattr(val, "__dict__"):
-        return list(vars(val))
+def _walk_state(o: Output[Any]) -> tuple[Any, bool, bool, Resources, bool] | None:
+    cell = o._pending
+    if cell is None:
+        return o._value, o._known, o._secret, o._resources, o._clean
+    if cell.failed:
+        assert cell.exc is not None
+        observe(cell)
+        raise cell.exc
     return None
 
 
-def _get_field(val: Any, name: str) -> Any:
-    cls = type(val)
-    attrs_fields = getattr(cls, "__attrs_attrs__", None)
-    if attrs_fields is not None:
-        for a in attrs_fields:
-            alias = a.alias if getattr(a, "alias", None) else a.name.lstrip("_")
-            if alias == name:
-                return getattr(val, a.name)
-    if hasattr(cls, "_pulumi_input_type") and not hasattr(cls, "__dataclass_fields__"):
-        return vars(val)[name]
-    return getattr(val, name)
-
-
-class _Frame:
-    __slots__ = ("changed", "index", "items", "key", "kind", "orig", "result")
-
-    def __init__(self, kind: int, orig: Any, items: list[Any], result: Any) -> None:
-        self.kind = kind
-        self.orig = orig
-        self.items = items
-        self.index = 0
-        self.result = result
-        self.key: Any = None
-        self.changed = False
-
-
-def _walk(root: Any, acc: _Acc) -> Generator[Output[Any], None, Any]:
-    """Unwrap ``root``; yields each pending Output it needs, and is resumed once that
-    Output has settled. Returns the unwrapped value. Iterative, so any depth works;
-    shared and cyclic dicts and lists are reproduced, not walked twice or forever."""
-    memo: dict[int, Any] = {}
-    # Containers whose walk unwrapped nothing: an object holding them need not be rebuilt.
-    unchanged: set[int] = set()
-    stack: list[_Frame] = []
-    cur = root
-    while True:
-        # 1. Turn `cur` into a finished value, or push a frame for it.
-        pushed = False
-        orig = cur
-        while True:
-            if type(cur) in _SCALARS:
-                break
-            if isinstance(cur, Output):
-                if cur._pending is not None:
-                    yield cur
-                    _r, value, known, secret, res = cur._veil_snapshot_()
-                else:
-                    value, known, secret, res = cur._value, cur._known, cur._secret, cur._resources
-                acc.merge(known, secret, res)
-                if not known and not contains_unknowns(value):
-                    cur = UNKNOWN
-                    break
-                clean = cur._clean
-                cur = value
-                if clean:
-                    break
-                continue
-            if isinstance(cur, Secret):
-                acc.secret = True
-                cur = cur.reveal()
-                continue
-            if isinstance(cur, Unknown):
-                acc.known = False
-                break
-            names = None
-            if isinstance(cur, dict):
-                kind = _DICT
-            elif isinstance(cur, list):
-                kind = _LIST
-            elif isinstance(cur, tuple):
-                kind = _TUPLE
-            elif _isawaitable(cur):
-                cur = Output._from_awaitable(cur)
-                continue
-            else:
-                names = _rebuildable_fields(cur)
-                if names is None:
-                    break  # any other object is a leaf
-                kind = _OBJ
-            seen = memo.get(id(cur))
-            if seen is not None:
-                if seen is _IN_PROGRESS:
-                    raise UsageError(
-                        "from_input: a reference cycle runs through a tuple or an object; "
-                        "only dicts and lists may refer back to themselves"
-                    )
-                cur = seen
-                if id(orig) in unchanged:
-                    orig = cur
-                break
-            if kind == _DICT:
-                frame = _Frame(kind, cur, list(dict.items(cur)), {})
-                memo[id(cur)] = frame.result
-            elif kind == _LIST:
-                frame = _Frame(kind, cur, list.copy(cur), [])
-                memo[id(cur)] = frame.result
-            elif kind == _TUPLE:
-                frame = _Frame(kind, cur, list(cur), [])
-                memo[id(cur)] = _IN_PROGRESS
-            else:
-                assert names is not None
-                frame = _Frame(kind, cur, [(n, _get_field(cur, n)) for n in names], {})
-                memo[id(cur)] = _IN_PROGRESS
-            if cur is not orig:
-                frame.changed = True  # it came out of an Output, a Secret or an awaitable
-            stack.append(frame)
-            pushed = True
-            break
-
-        # 2. Hand a finished value to the frame above.
-        if not pushed:
-            if not stack:
-                return cur
-            _store(stack[-1], cur, cur is not orig)
-
-        # 3. Find the next value to visit, finishing frames on the way.
-        while True:
-            frame = stack[-1]
-            nxt = _next_child(frame)
-            if nxt is not _FRAME_DONE:
-                cur = nxt
-                break
-            stack.pop()
-            value = _finish(frame, memo)
-            if not stack:
-                return value
-            if not frame.changed:
-                unchanged.add(id(frame.orig))
-            _store(stack[-1], value, frame.changed)
-
-
-_FRAME_DONE = object()
-_KEY_PENDING = object()
-
-
-class _Key:
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def _store(frame: _Frame, value: Any, changed: bool) -> None:
-    """Record a finished child value in its frame; ``changed`` if the walk unwrapped
-    something in it."""
-    if changed:
-        frame.changed = True
-    kind = frame.kind
-    if kind == _DICT:
-        if frame.key is _KEY_PENDING:
-            frame.key = _Key(value)
-            return
-        key = frame.key
-        frame.key = None
-        frame.result[key.value] = value
-    elif kind == _OBJ:
-        frame.result[frame.items[frame.index - 1][0]] = value
-    else:
-        frame.result.append(value)
-
-
-def _next_child(frame: _Frame) -> Any:
-    """The next child of a frame to visit; plain children are stored on the way."""
-    kind = frame.kind
-    items = frame.items
-    n = len(items)
-    i = frame.index
-    if kind == _DICT:
-        result = frame.result
-        if isinstance(frame.key, _Key):
-            return items[i - 1][1]  # the key is done; now its value
-        while i < n:
-            k, v = items[i]
-            i += 1
-            if type(k) in _SCALARS or not _needs_walk(k):
-                if type(v) in _SCALARS:
-                    result[k] = v
-                    continue
-                frame.index = i
-                frame.key = _Key(k)
-                return v
-            frame.index = i
-            frame.key = _KEY_PENDING
-            return k
-        frame.index = i
-        return _FRAME_DONE
-    if kind == _OBJ:
-        if i < n:
-            frame.index = i + 1
-            return items[i][1]
-        return _FRAME_DONE
-    append = frame.result.append
-    while i < n:
-        v = items[i]
-        i += 1
-        if type(v) in _SCALARS:
-            append(v)
-            continue
-        frame.index = i
-        return v
-    frame.index = i
-    return _FRAME_DONE
-
-
-def _needs_walk(k: Any) -> bool:
-    return isinstance(k, (Output, Secret)) or _isawaitable(k)
-
-
-def _finish(frame: _Frame, memo: dict[int, Any]) -> Any:
-    kind = frame.kind
-    if kind in (_DICT, _LIST):
-        return frame.result
-    orig = frame.orig
-    if not frame.changed:
-        value = orig
-    elif kind == _TUPLE:
-        value = tuple(frame.result)
-    else:
-        value = type(orig)(**frame.result)
-    memo[id(orig)] = value
-    return value
+_OUTPUTS = OutputKind(Output, _walk_state, Output._from_awaitable)
 
 
 def _unwrap(val: Any) -> Output[Any]:
     """from_input's general path: walk synchronously, continue by callbacks if needed."""
-    acc = _Acc()
-    gen = _walk(val, acc)
+    acc = Acc()
+    gen = walk(val, acc, _OUTPUTS)
     try:
         waiting = next(gen)
     except StopIteration as stop:

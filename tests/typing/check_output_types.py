@@ -29,3 +29,30 @@ assert_type(Output.secret("pw"), Output[str])
 assert_type(veil.secret(3), Output[int])
 assert_type(veil.unsecret(number), Output[int])
 assert_type(veil.Secret("x").reveal(), str)
+
+
+# Awaitables: the type of what they resolve to, never Never.
+async def _count() -> int:
+    return 1
+
+
+assert_type(Output.from_input(_count()), Output[int])
+assert_type(Output.secret(_count()), Output[int])
+assert_type(Output.unsecret(_count()), Output[int])
+assert_type(veil.secret(_count()), Output[int])
+assert_type(veil.unsecret(_count()), Output[int])
+
+# Containers: from_input unwraps the Outputs inside, so the result holds their values.
+assert_type(Output.from_input({"k": number}), Output[dict[str, int]])
+assert_type(Output.from_input([number, number]), Output[list[int]])
+assert_type(Output.from_input({"k": 1}), Output[dict[str, int]])
+assert_type(Output.from_input(["a"]), Output[list[str]])
+# Mixed or nested inputs: unwrapped at any depth, so the values are Any, never Outputs.
+assert_type(Output.from_input({"k": {"j": number}}), Output[dict[str, Any]])
+assert_type(Output.from_input({"k": number, "n": 1}), Output[dict[str, Any]])
+assert_type(Output.from_input([[number]]), Output[list[Any]])
+assert_type(veil.secret({"k": number}), Output[dict[str, int]])
+assert_type(Output.secret({"k": number}), Output[dict[str, int]])
+assert_type(Output.from_input(veil.Secret("pw")), Output[str])
+assert_type(Output.from_input(number), Output[int])
+assert_type(Output.from_input("s"), Output[str])

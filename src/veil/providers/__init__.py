@@ -24,13 +24,17 @@ from .registry import (
 
 if TYPE_CHECKING:
     from .age import AgeProvider
+    from .aws import AwsKmsProvider
+    from .vault import VaultTransitProvider
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "AgeProvider",
+    "AwsKmsProvider",
     "LocalKeyProvider",
     "PassphraseProvider",
     "SecretsProvider",
+    "VaultTransitProvider",
     "context_bytes",
     "known_schemes",
     "provider_class",
@@ -40,11 +44,19 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # AgeProvider's module is imported on first use; building one without the
-    # optional pyrage raises ProviderConfigError saying: pip install 'veil[age]'.
-    if name == "AgeProvider":
-        from .age import AgeProvider
+# Providers whose SDK is an optional extra: their module is imported on first use, and
+# building one without the extra raises ProviderConfigError saying which to install.
+_LAZY = {
+    "AgeProvider": "age",
+    "AwsKmsProvider": "aws",
+    "VaultTransitProvider": "vault",
+}
 
-        return AgeProvider
-    raise AttributeError(f"module 'veil.providers' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'veil.providers' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -15,6 +15,7 @@ age authenticates no sender.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -68,22 +69,25 @@ def _bad_recipient(text: str) -> NoReturn:
 def parse_identities(text: str, source: str) -> list[Any]:
     """The identities in an age identity file's text (or an OpenSSH private key)."""
     age = _require_pyrage()
+    # Errors are raised after the suppressed exception: the one pyrage raises may
+    # quote the key text, and a chained __context__ would keep it.
     if "-----BEGIN OPENSSH PRIVATE KEY-----" in text:
-        try:
+        with contextlib.suppress(Exception):
             return [age.ssh.Identity.from_buffer(text.encode())]
-        except Exception:
-            raise ProviderConfigError(f"{source} is not a usable OpenSSH private key") from None
+        raise ProviderConfigError(f"{source} is not a usable OpenSSH private key")
     found = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        try:
-            found.append(age.x25519.Identity.from_str(line))
-        except Exception:
+        identity = None
+        with contextlib.suppress(Exception):
+            identity = age.x25519.Identity.from_str(line)
+        if identity is None:
             raise ProviderConfigError(
                 f"line {number} of {source} is not an age identity (AGE-SECRET-KEY-1...)"
-            ) from None
+            )
+        found.append(identity)
     if not found:
         raise ProviderConfigError(f"{source} holds no age identity")
     return found
@@ -167,12 +171,20 @@ class AgeProvider(SecretsProvider):
                     "the path of an age identity file (age-keygen -o key.txt)"
                 )
             path = Path(env).expanduser()
+        problem = None
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeError) as exc:
-            raise ProviderConfigError(
-                f"cannot read the age identity file {path}: {type(exc).__name__}"
-            ) from None
+            raw = path.read_bytes()
+        except OSError as exc:  # holds the path and an errno, nothing read
+            problem = type(exc).__name__
+        if problem is not None:
+            raise ProviderConfigError(f"cannot read the age identity file {path}: {problem}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:  # its .object is the key file's bytes
+            problem = "it is not UTF-8 text"
+        del raw
+        if problem is not None:  # raised outside the except block: no __context__
+            raise ProviderConfigError(f"cannot read the age identity file {path}: {problem}")
         self._identities = parse_identities(text, f"the age identity file {path}")
         return self._identities
 
@@ -182,22 +194,25 @@ class AgeProvider(SecretsProvider):
             sort_keys=True,
             separators=(",", ":"),
         ).encode()
+        problem = None
         try:
             return bytes(_require_pyrage().encrypt(payload, self._parsed))
-        except Exception as exc:
-            raise ProviderConfigError(f"age could not encrypt: {type(exc).__name__}") from None
+        except Exception as exc:  # may hold the payload, which holds the data key
+            problem = type(exc).__name__
+        raise ProviderConfigError(f"age could not encrypt: {problem}")
 
     def unwrap_key(self, wrapped: bytes, context: Mapping[str, str]) -> bytes:
         identities = self._load_identities()
         if not isinstance(wrapped, bytes) or not wrapped:
             raise KeyUnwrapError("the wrapped data key is empty or not bytes")
-        try:
+        payload = None
+        with contextlib.suppress(Exception):  # raised below, unchained
             payload = _require_pyrage().decrypt(wrapped, identities)
-        except Exception:
+        if payload is None:
             raise KeyUnwrapError(
                 "age could not decrypt the wrapped data key: no identity matches a recipient, "
                 "or the bytes were altered"
-            ) from None
+            )
         try:
             doc = json.loads(payload)
             key = base64.b64decode(doc["k"], validate=True)

@@ -10,13 +10,12 @@ to another stack does not unwrap.
 from __future__ import annotations
 
 import abc
-import hashlib
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
-from ..errors import ProviderConfigError
+from ..errors import ProviderConfigError, SecretPickleError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -37,11 +36,6 @@ def context_bytes(context: Mapping[str, str]) -> bytes:
         raise ProviderConfigError("a key context must map str to str") from None
 
 
-def context_digest(context: Mapping[str, str]) -> str:
-    """Hex SHA-256 of :func:`context_bytes`: a short, non-secret tag of a context."""
-    return hashlib.sha256(context_bytes(context)).hexdigest()
-
-
 class SecretsProvider(abc.ABC):
     """A source of the key that protects a stack's data key.
 
@@ -59,10 +53,39 @@ class SecretsProvider(abc.ABC):
     - :meth:`describe` returns JSON-able settings without secrets; it is stored in
       the state document, and :meth:`from_description` rebuilds an equivalent provider
       from it, taking credentials from the environment.
+    - A provider holds credentials or keys: it refuses pickling
+      (:class:`veil.SecretPickleError`); ``copy.copy`` and ``copy.deepcopy`` give a
+      shallow copy that shares them, in the same process.
     """
 
     scheme: ClassVar[str]
     """The URL scheme this provider answers to, e.g. ``"passphrase"``."""
+
+    url_options: ClassVar[frozenset[str]] = frozenset()
+    """Keyword options that this class's ``from_url`` and ``from_description`` accept
+    besides the URL or description (``"base_dir"`` for ``file://``,
+    ``"insecure_weak_kdf"`` for ``passphrase://``). The registry's
+    :func:`~veil.providers.provider_from_url` passes on only these."""
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        raise SecretPickleError(
+            f"a {type(self).__name__} can hold credentials or keys and cannot be pickled; "
+            "pickle its URL or describe() instead"
+        )
+
+    def __copy__(self) -> Self:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        for klass in type(self).__mro__:  # a subclass may add __slots__
+            names = getattr(klass, "__slots__", ())
+            for name in (names,) if isinstance(names, str) else names:
+                if name not in ("__dict__", "__weakref__") and hasattr(self, name):
+                    object.__setattr__(new, name, getattr(self, name))
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        # Keys and credentials are not copied: a deep copy shares them, as __copy__ does.
+        return self.__copy__()
 
     @abc.abstractmethod
     def wrap_key(self, data_key: bytes, context: Mapping[str, str]) -> bytes:

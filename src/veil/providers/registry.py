@@ -13,6 +13,7 @@ Three sources, in this order of precedence:
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import threading
 from collections.abc import Mapping
@@ -41,6 +42,7 @@ _BUILTIN: dict[str, str] = {
     "age": "veil.providers.age:AgeProvider",
     "awskms": "veil.providers.aws:AwsKmsProvider",
     "azurekeyvault": "veil.providers.azure:AzureKeyVaultProvider",
+    "hashivault": "veil.providers.vault:VaultTransitProvider",
 }
 
 _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*\Z")
@@ -150,18 +152,54 @@ def known_schemes() -> list[str]:
     return sorted(names)
 
 
-def provider_from_url(url: str) -> SecretsProvider:
-    """Build the provider a URL names, e.g. ``passphrase://`` or ``file:///k.key``."""
+def _options(
+    cls: type[SecretsProvider],
+    base_dir: str | os.PathLike[str] | None,
+    insecure_weak_kdf: bool,
+) -> dict[str, Any]:
+    """The caller's options that ``cls`` declares in ``url_options``."""
+    given: dict[str, Any] = {}
+    if base_dir is not None:
+        given["base_dir"] = base_dir
+    if insecure_weak_kdf:
+        given["insecure_weak_kdf"] = True
+    return {name: value for name, value in given.items() if name in cls.url_options}
+
+
+def provider_from_url(
+    url: str,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    insecure_weak_kdf: bool = False,
+) -> SecretsProvider:
+    """Build the provider a URL names, e.g. ``passphrase://`` or ``file:///k.key``.
+
+    ``base_dir``: the folder a relative key file path is relative to (``file://``).
+    ``insecure_weak_kdf``: allow passphrase KDF settings below OWASP's minimums, for
+    tests only (``passphrase://``). Each is passed to providers that accept it.
+    """
     if not isinstance(url, str) or "://" not in url:
         raise ProviderConfigError(
             f"a secrets provider URL looks like 'scheme://...' (known schemes: "
             f"{', '.join(known_schemes())}), got {url!r}"
         )
-    return provider_class(url.split("://", 1)[0]).from_url(url)
+    cls = provider_class(url.split("://", 1)[0])
+    return cls.from_url(url, **_options(cls, base_dir, insecure_weak_kdf))
 
 
-def provider_from_description(scheme: str, description: Mapping[str, Any]) -> SecretsProvider:
-    """Rebuild a provider from a stored scheme and :meth:`SecretsProvider.describe`."""
+def provider_from_description(
+    scheme: str,
+    description: Mapping[str, Any],
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    insecure_weak_kdf: bool = False,
+) -> SecretsProvider:
+    """Rebuild a provider from a stored scheme and :meth:`SecretsProvider.describe`.
+
+    The options are those of :func:`provider_from_url`; they come from the caller,
+    never from the description.
+    """
     if not isinstance(description, Mapping):
         raise ProviderConfigError("a stored provider description must be a JSON object")
-    return provider_class(scheme).from_description(description)
+    cls = provider_class(scheme)
+    return cls.from_description(description, **_options(cls, base_dir, insecure_weak_kdf))

@@ -35,6 +35,8 @@ from math import isfinite as _isfinite
 from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
+from .._known import collect_strings as _collect_strings
+from .._secret import Secret
 from ..crypto import DATA_KEY_SIZE, ValueCipher, generate_data_key, key_id
 from ..errors import (
     DecryptionError,
@@ -49,9 +51,9 @@ from ..errors import (
     StateFormatError,
     StateIntegrityError,
     UnknownValueError,
+    UsageError,
     VeilError,
 )
-from ..secret import Secret, _collect_strings
 from .store import validate_stack_name
 
 if TYPE_CHECKING:
@@ -357,6 +359,7 @@ class Document:
       (equal to ``loads`` of the bytes).
     - ``stack``, ``serial``, ``key_id``, ``providers``: the document's clear fields.
     - ``cipher``: the :class:`~veil.crypto.ValueCipher` of the data key.
+    - ``guarded``: the paths of plain values the leak guard sealed in this save.
 
     Pass it as ``previous`` to the next save of the stack: the data key is reused
     (no provider call) and unchanged secrets keep their ciphertexts. It holds the data
@@ -371,6 +374,7 @@ class Document:
         "_sealed",
         "_tree_box",
         "_tree_text",
+        "guarded",
         "key_id",
         "providers",
         "serial",
@@ -392,6 +396,7 @@ class Document:
     # Providers this document was opened or written with, and the entry each used.
     _opened_by: tuple[tuple[object, ProviderEntry], ...]
     _tree_box: list[Any]
+    guarded: tuple[tuple[str | int, ...], ...]
 
     def __init__(
         self,
@@ -406,6 +411,7 @@ class Document:
         tree_text: str | None,
         opened_by: tuple[tuple[object, ProviderEntry], ...],
         tree_box: list[Any] | None = None,
+        guarded: tuple[tuple[str | int, ...], ...] = (),
     ) -> None:
         init = object.__setattr__
         init(self, "stack", stack)
@@ -418,6 +424,7 @@ class Document:
         init(self, "_tree_text", tree_text)
         init(self, "_opened_by", opened_by)
         init(self, "_tree_box", [] if tree_box is None else tree_box)
+        init(self, "guarded", guarded)
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("a Document is immutable")
@@ -447,6 +454,12 @@ class Document:
         values). Its ``repr`` shows only the key id, and it cannot be pickled.
         """
         return self._cipher
+
+    @property
+    def data_key(self) -> bytes:
+        """The document's data key: key material, for the stack that owns it (to keep
+        the previous key while a rotation completes). Never write it anywhere."""
+        return self._data_key
 
     @property
     def secret_count(self) -> int:
@@ -850,12 +863,26 @@ def _entries_for(
     data_key: bytes,
     stack: str,
     previous: Document | None,
+    keep: bool,
+    drop: tuple[str, ...] = (),
 ) -> tuple[tuple[ProviderEntry, ...], tuple[tuple[object, ProviderEntry], ...]]:
-    entries: list[ProviderEntry] = []
+    """The provider entries of a new document, and which provider made each.
+
+    With ``keep`` (and a previous document under the same key), every entry of the
+    previous document stays: the recipients a stack was last written for change only
+    through an explicit operation. A provider given here reuses the entry it opened or
+    one whose settings are unchanged, and otherwise replaces the entry of its scheme
+    (one entry per scheme) or adds one.
+    """
+    entries: list[ProviderEntry] = (
+        [e for e in previous.providers if e.scheme not in drop] if (keep and previous) else []
+    )
+    if not entries and not providers:
+        raise ProviderConfigError("a stack needs at least one recipient; none would be left")
     opened: list[tuple[object, ProviderEntry]] = []
     for p in providers:
         entry = None
-        if previous is not None and previous.stack == stack:
+        if previous is not None:
             for obj, e in previous._opened_by:
                 if obj is p and e in previous.providers:
                     entry = e
@@ -868,6 +895,13 @@ def _entries_for(
                         break
         if entry is None:
             entry = _wrap(p, data_key, stack)
+        same_scheme = [e for e in entries if e.scheme == entry.scheme and e != entry]
+        if any(e.scheme == entry.scheme and e != entry for _p, e in opened):
+            raise ProviderConfigError(
+                f"two {entry.scheme}:// providers were given; a stack has one recipient per "
+                "scheme (age takes several recipients in one URL)"
+            )
+        entries = [e for e in entries if e not in same_scheme]
         if entry not in entries:
             entries.append(entry)
         opened.append((p, entry))
@@ -1049,6 +1083,11 @@ def dump_document(
     rotate_key: bool = False,
     strict: bool | None = None,
     allow_plaintext: Iterable[PathLike] = (),
+    replace_recipients: bool = False,
+    drop_recipients: Iterable[str] = (),
+    data_key: bytes | None = None,
+    stacklevel: int = 1,
+    leak_hint: str = "allow_plaintext",
 ) -> tuple[bytes, Document]:
     """Serialise ``tree`` for ``stack``; return the bytes and the new :class:`Document`.
 
@@ -1062,13 +1101,22 @@ def dump_document(
       Without it a new data key is made and ``serial`` (default 1) is used.
     - The data key is wrapped for ``provider`` and each of ``additional_providers``
       (any of them can open the document); an entry of ``previous`` is reused for a
-      provider it was opened with or whose ``describe()`` is unchanged.
-    - ``rotate_key``: a new data key, every value sealed afresh.
+      provider it was opened with or whose ``describe()`` is unchanged. Every other
+      entry of ``previous`` is kept (the recipients a stack was last written for change
+      only explicitly), unless ``replace_recipients``: then exactly the given providers
+      can open the new document. ``drop_recipients`` names schemes whose entries are
+      left out (and providers of those schemes are ignored). ``previous`` must be a
+      document of ``stack`` (:class:`~veil.UsageError` otherwise: another stack's data
+      key is never shared).
+    - ``rotate_key``: a new data key (``data_key`` if given), every value sealed afresh;
+      the providers given must cover every recipient (``replace_recipients`` is implied).
     - The leak guard: a plain string that equals a secret of this document, contains one
       of at least 8 characters, or looks like a well-known credential is sealed anyway
       with a :class:`~veil.LeakWarning` naming its path; with ``strict`` (default: the
       ``VEIL_STRICT`` environment variable) :class:`~veil.PlaintextLeakError` instead.
-      Paths in ``allow_plaintext`` stay plain.
+      Paths in ``allow_plaintext`` stay plain. The warning points at the caller's line
+      (``stacklevel`` as for :func:`warnings.warn`; raise it when calling from a
+      wrapper) and names ``leak_hint`` as the way to allow a path.
     """
     return _dump(
         tree,
@@ -1080,7 +1128,11 @@ def dump_document(
         rotate_key=rotate_key,
         strict=strict,
         allow_plaintext=allow_plaintext,
-        stacklevel=3,
+        replace_recipients=replace_recipients,
+        drop_recipients=tuple(drop_recipients),
+        data_key=data_key,
+        leak_hint=leak_hint,
+        stacklevel=2 + stacklevel,
     )
 
 
@@ -1095,6 +1147,10 @@ def _dump(
     rotate_key: bool = False,
     strict: bool | None = None,
     allow_plaintext: Iterable[PathLike] = (),
+    replace_recipients: bool = False,
+    drop_recipients: tuple[str, ...] = (),
+    data_key: bytes | None = None,
+    leak_hint: str = "allow_plaintext",
     stacklevel: int,
 ) -> tuple[bytes, Document]:
     validate_stack_name(stack)
@@ -1106,16 +1162,23 @@ def _dump(
         raise InvalidValueError(
             f"previous must be a Document or bytes, not {type(previous).__name__}"
         )
+    if previous is not None and previous.stack != stack:
+        raise UsageError(
+            f"previous is a document of stack {previous.stack!r}, not {stack!r}: a stack "
+            "never reuses another stack's data key"
+        )
     if strict is None:
         strict = _strict_from_env()
 
     if previous is not None and not rotate_key:
+        if data_key is not None:
+            raise UsageError("data_key is for a new stack or a rotation (rotate_key=True)")
         data_key = previous._data_key
         cipher = previous._cipher
-        reuse = previous._sealed if previous.stack == stack else {}
+        reuse = previous._sealed
         new_serial = previous.serial + 1 if serial is None else serial
     else:
-        data_key = generate_data_key()
+        data_key = generate_data_key() if data_key is None else data_key
         cipher = ValueCipher(data_key)
         reuse = {}
         new_serial = (
@@ -1135,6 +1198,9 @@ def _dump(
             rotate_key=rotate_key,
             strict=strict,
             allow_plaintext=allow_plaintext,
+            keep_recipients=not (replace_recipients or rotate_key),
+            drop_recipients=drop_recipients,
+            leak_hint=leak_hint,
             stacklevel=stacklevel + 1,
             data_key=data_key,
             cipher=cipher,
@@ -1154,6 +1220,9 @@ def _dump_paused(
     rotate_key: bool,
     strict: bool,
     allow_plaintext: Iterable[PathLike],
+    keep_recipients: bool,
+    drop_recipients: tuple[str, ...],
+    leak_hint: str,
     stacklevel: int,
     data_key: bytes,
     cipher: ValueCipher,
@@ -1173,6 +1242,7 @@ def _dump_paused(
         [p for p, k, _a, _m in leaves if type(p) is str],
         [p for p, k, _a, _m in leaves if type(p) is not str],
     )
+    guarded: tuple[tuple[str | int, ...], ...] = ()
     if leaks:
         names, paths = _normalise_allow(allow_plaintext)
 
@@ -1182,11 +1252,16 @@ def _dump_paused(
         count = len(sealer.leaves)
         replaced, reported = sealer.replace_leaks(stored, leaks, allowed)
         if reported and strict:
-            raise PlaintextLeakError(_leak_message(reported, strict=True))
+            raise PlaintextLeakError(_leak_message(reported, strict=True, hint=leak_hint))
         if reported:
-            warnings.warn(_leak_message(reported, strict=False), LeakWarning, stacklevel=stacklevel)
+            warnings.warn(
+                _leak_message(reported, strict=False, hint=leak_hint),
+                LeakWarning,
+                stacklevel=stacklevel,
+            )
             stored = replaced
             leaves.extend((v, v, aad, m) for v, aad, m in sealer.leaves[count:])
+            guarded = tuple(p for p, _reason in reported)
 
     sealed: dict[str, tuple[str | bytes, str]] = {}
     fresh: list[tuple[Any, str | bytes, str, dict[str, str]]] = []
@@ -1206,7 +1281,14 @@ def _dump_paused(
         sealed[aad] = (key, token)
 
     providers = (provider, *additional_providers)
-    entries, opened = _entries_for(providers, data_key, stack, previous if not rotate_key else None)
+    entries, opened = _entries_for(
+        [p for p in providers if p.scheme not in drop_recipients],
+        data_key,
+        stack,
+        previous if not rotate_key else None,
+        keep_recipients,
+        drop_recipients,
+    )
     header: dict[str, Any] = {
         "veil_state": FORMAT_VERSION,
         "stack": stack,
@@ -1242,11 +1324,14 @@ def _dump_paused(
         sealed=sealed,
         tree_text=tree_text,
         opened_by=opened,
+        guarded=guarded,
     )
     return data, document
 
 
-def _leak_message(reported: list[tuple[tuple[str | int, ...], str]], *, strict: bool) -> str:
+def _leak_message(
+    reported: list[tuple[tuple[str | int, ...], str]], *, strict: bool, hint: str
+) -> str:
     shown = [
         f"{format_path(p)} ({_REASONS.get(r, 'looks like a credential')})" for p, r in reported[:20]
     ]
@@ -1255,13 +1340,13 @@ def _leak_message(reported: list[tuple[tuple[str | int, ...], str]], *, strict: 
     if strict:
         return (
             f"plain values would leak a secret: {listing}. Nothing was written. Mark them "
-            "secret where they are made (veil.secret / Output.secret), or list their paths "
-            "in allow_plaintext if they are really public"
+            f"secret where they are made (veil.secret / Output.secret), or list their paths "
+            f"in {hint} if they are really public"
         )
     return (
         f"plain values held secret material and were encrypted anyway: {listing}. Mark "
         "them secret where they are made (veil.secret / Output.secret), or list their "
-        "paths in allow_plaintext if they are really public"
+        f"paths in {hint} if they are really public"
     )
 
 
@@ -1418,7 +1503,7 @@ def provider_entries_from_json(entries: Any) -> tuple[ProviderEntry, ...]:
     """
     if type(entries) is not list or not entries:
         raise _format_error("'providers' is not a non-empty list")
-    out = []
+    out: list[ProviderEntry] = []
     for entry in entries:
         if type(entry) is not dict or set(entry) != _ENTRY_KEYS:
             raise _format_error(
@@ -1432,6 +1517,10 @@ def provider_entries_from_json(entries: Any) -> tuple[ProviderEntry, ...]:
             wrapped = base64.b64decode(entry["wrapped_key"].encode("ascii"), validate=True)
         except (binascii.Error, UnicodeError, ValueError):
             raise _format_error("a 'wrapped_key' is not base64") from None
+        if any(e.scheme == entry["scheme"] for e in out):
+            # One entry per scheme: opening never costs more than one derivation or
+            # service call per kind of provider, whatever the file lists.
+            raise _format_error(f"it has two {entry['scheme']!r} provider entries")
         out.append(
             ProviderEntry(
                 scheme=entry["scheme"], description=entry["description"], wrapped_key=wrapped
@@ -1623,23 +1712,30 @@ def load_with_stored_providers(
 
     ``build`` makes a provider from an entry (its scheme and stored description, with
     credentials from the environment); the entries are tried in order and the first
-    that unwraps the data key is used, so the document is parsed once. Raises the
-    first entry's error if none does.
+    that unwraps the data key is used, so the document is parsed once. If none does,
+    raises the first entry's error; with several entries, its message names what went
+    wrong with each.
     """
     with _gc_paused():
         raw, text, entries = _parse(data)
-        failure: VeilError | None = None
+        failures: list[tuple[str, VeilError]] = []
         for candidate in entries:
             try:
                 provider = build(candidate)
                 _check_provider(provider)
                 data_key, entry = _unwrap(provider, entries, raw["stack"], raw["key_id"])
             except VeilError as exc:
-                failure = failure or exc
+                failures.append((candidate.scheme, exc))
                 continue
             return provider, _open_parsed(raw, text, entries, provider, data_key, entry)
-        assert failure is not None  # entries is never empty
-        raise failure
+        first = failures[0][1]  # entries is never empty
+        if len(failures) == 1:
+            raise first
+        listing = "; ".join(f"{scheme}://: {exc}" for scheme, exc in failures)
+        combined = type(first)(
+            f"none of the recipients of stack {raw['stack']!r} could open it: {listing}"
+        )
+        raise combined from None
 
 
 def _open_parsed(

@@ -14,7 +14,8 @@ import logging
 import threading
 from typing import Any
 
-from .secret import _MIN_REMEMBERED, MASK, known_plaintexts, plaintexts_version
+from ._known import MASK, known_plaintexts, plaintexts_version
+from ._known import MIN_REMEMBERED as _MIN_REMEMBERED
 
 __all__ = ["SecretRedactingFilter", "install_log_filter", "redact"]
 
