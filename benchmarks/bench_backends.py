@@ -9,7 +9,8 @@ server behind the counting front of ``tests/servers/moto.py``, which also counts
 requests each operation costs; PostgreSQL is a server from this machine's binaries
 (``tests/servers/postgres.py``), each save one transaction; Azure Blob Storage is
 Azurite (``azurite-blob`` on PATH or in ``~/.cache/veil-tests``), its requests counted by
-the SDK's response hook. The key provider is a local key file (``file://``) everywhere, so only the store differs.
+the SDK's response hook. The key provider is a local key file (``file://``) everywhere,
+so only the store differs.
 
 Per store and size: a stack is created with N secrets; each round changes one secret
 and times ``Stack.save`` (seal, lock already held, conditional write, history), then

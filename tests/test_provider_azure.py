@@ -37,6 +37,8 @@ __all__ = ["keyvault_env", "keyvault_server"]  # fixtures, imported for pytest
 
 CTX = {"stack": "dev"}
 
+pytestmark = pytest.mark.server  # the loopback Key Vault
+
 
 @pytest.fixture(autouse=True)
 def _fresh_clients() -> Iterator[None]:

@@ -23,6 +23,8 @@ from veil.testing import StateStoreComplianceSuite
 
 __all__ = ["azurite"]  # the session fixture, imported for pytest
 
+pytestmark = pytest.mark.server  # Azurite
+
 
 def new_container(server: Azurite) -> str:
     name = "veil-" + uuid.uuid4().hex[:16]
