@@ -43,6 +43,7 @@ _BUILTIN: dict[str, str] = {
     "awskms": "veil.providers.aws:AwsKmsProvider",
     "azurekeyvault": "veil.providers.azure:AzureKeyVaultProvider",
     "hashivault": "veil.providers.vault:VaultTransitProvider",
+    "gcpkms": "veil.providers.gcp:GcpKmsProvider",
 }
 
 _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*\Z")
