@@ -3,6 +3,7 @@ driven by the official SDK (azure-keyvault-keys, azure-identity) unchanged."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import socket
 import subprocess
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("azure.keyvault.keys", reason="needs the extra: pip install 'veil[azure]'")
+if not os.environ.get("CI"):  # CI installs every extra: there a missing one fails
+    pytest.importorskip("azure.keyvault.keys", reason="needs the extra: pip install 'veil[azure]'")
 
 import veil
 from servers.azure_keyvault import (

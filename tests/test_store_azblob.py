@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import time
 import uuid
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("azure.storage.blob", reason="needs the extra: pip install 'veil[azure]'")
+if not os.environ.get("CI"):  # CI installs every extra: there a missing one fails
+    pytest.importorskip("azure.storage.blob", reason="needs the extra: pip install 'veil[azure]'")
 
 from azure.storage.blob import BlobServiceClient
 
