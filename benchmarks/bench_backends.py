@@ -3,14 +3,16 @@ next to the file store.
 
 Run: python benchmarks/bench_backends.py [--secrets 1000,10000] [--rounds R]
 
-Needs ``pip install -e '.[test,aws,gcp,postgres]'`` and PostgreSQL's ``initdb``/``pg_ctl``.
-Every store's service runs locally on 127.0.0.1, started here: S3 is moto's server
-behind the counting front of ``tests/servers/moto.py``, which also counts the requests
-each operation costs; PostgreSQL is a server from this machine's binaries
-(``tests/servers/postgres.py``), each save one transaction; GCS is the loopback JSON
-API server of ``tests/servers/gcs.py`` (it enforces generation preconditions, which
-``gcp-storage-emulator`` does not). The
-key provider is a local key file (``file://``) everywhere, so only the store differs.
+Needs ``pip install -e '.[test,aws,gcp,postgres,azure]'``, PostgreSQL's
+``initdb``/``pg_ctl`` and Azurite. Every store's service runs locally on 127.0.0.1,
+started here: S3 is moto's server behind the counting front of ``tests/servers/moto.py``,
+which also counts the requests each operation costs; PostgreSQL is a server from this
+machine's binaries (``tests/servers/postgres.py``), each save one transaction; GCS is the
+loopback JSON API server of ``tests/servers/gcs.py`` (it enforces generation
+preconditions, which ``gcp-storage-emulator`` does not); Azure Blob Storage is Azurite
+(``azurite-blob`` on PATH or in ``~/.cache/veil-tests``), its requests counted by the
+SDK's response hook. The key provider is a local key file (``file://``) everywhere, so
+only the store differs.
 
 Per store and size: a stack is created with N secrets; each round changes one secret
 and times ``Stack.save`` (seal, lock already held, conditional write, history), then
@@ -164,7 +166,81 @@ def case_gcs(bench: Bench) -> Iterator[Row]:
         server.stop()
 
 
-CASES: list[Case] = [case_file, case_s3, case_postgres, case_gcs]
+def case_azblob(bench: Bench) -> Iterator[Row]:
+    try:
+        from azure.storage.blob import BlobServiceClient
+
+        from servers.azurite import Azurite, find_azurite, free_port
+    except ImportError:  # pytest or the Azure SDK missing
+        print("azblob://: pip install -e '.[test,azure]'")
+        return
+    import socket
+    import subprocess
+
+    binary = find_azurite()
+    if binary is None:
+        print("azblob://: Azurite not found (npm install -g azurite)")
+        return
+    port = free_port()
+    folder = Path(tempfile.mkdtemp(dir=bench.workdir))
+    process = subprocess.Popen(
+        [
+            binary,
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(folder),
+            "--skipApiVersionCheck",
+            "--loose",
+            "--silent",
+            "--disableTelemetry",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = Azurite(port, process)
+    saved = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = server.connection_string()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("Azurite did not start")
+            time.sleep(0.1)
+        requests = [0]
+
+        def counted(response: object) -> None:  # every response the SDK receives
+            requests[0] += 1
+
+        container = "veil-bench"
+        BlobServiceClient.from_connection_string(server.connection_string()).create_container(
+            container
+        )
+        from veil.state.azblob import AzureBlobStore
+
+        store = AzureBlobStore(
+            container,
+            uuid.uuid4().hex[:8],
+            service=BlobServiceClient.from_connection_string(
+                server.connection_string(), raw_response_hook=counted
+            ),
+        )
+        yield from bench.measure("azblob:// (Azurite)", store, count=lambda: requests[0])
+    finally:
+        if saved is None:
+            os.environ.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+        else:
+            os.environ["AZURE_STORAGE_CONNECTION_STRING"] = saved
+        process.terminate()
+        process.wait()
+
+
+CASES: list[Case] = [case_file, case_s3, case_postgres, case_gcs, case_azblob]
 
 
 def main() -> None:
@@ -177,7 +253,7 @@ def main() -> None:
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     print(f"save (one secret changed) and open, median of {args.rounds} rounds")
     print(
-        f"{'store':<16} {'secrets':>8} {'state':>9} {'save':>10} {'open':>10} "
+        f"{'store':<20} {'secrets':>8} {'state':>9} {'save':>10} {'open':>10} "
         f"{'req/save':>9} {'req/open':>9}"
     )
     try:
@@ -185,7 +261,7 @@ def main() -> None:
             bench = Bench(sizes, args.rounds, Path(tempfile.mkdtemp(dir=workdir)))
             for row in case(bench):
                 print(
-                    f"{row.store:<16} {row.secrets:>8,} {row.size_kib:>6.0f} KiB "
+                    f"{row.store:<20} {row.secrets:>8,} {row.size_kib:>6.0f} KiB "
                     f"{row.save_s * 1000:>7.1f} ms {row.open_s * 1000:>7.1f} ms "
                     f"{row.requests_per_save:>9} {row.requests_per_open:>9}",
                     flush=True,

