@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import veil
+from veil.state import StateStore
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the local servers the tests use
@@ -62,7 +63,7 @@ class Bench:
     workdir: Path
 
     def measure(
-        self, name: str, backend: str, count: Callable[[], int] | None = None
+        self, name: str, backend: str | StateStore, count: Callable[[], int] | None = None
     ) -> Iterator[Row]:
         """Time saves and opens of a stack on ``backend`` for every size; ``count``
         returns the requests the service has received so far."""

@@ -107,7 +107,9 @@ def test_url_forms_name_a_key_and_round_trip(url: str, key_id: str) -> None:
     provider = provider_from_url(url)
     assert isinstance(provider, AzureKeyVaultProvider)
     assert provider.key_id == key_id
-    assert provider_from_url(provider.url).key_id == key_id
+    again_from_url = provider_from_url(provider.url)
+    assert isinstance(again_from_url, AzureKeyVaultProvider)
+    assert again_from_url.key_id == key_id
     again = AzureKeyVaultProvider.from_description(provider.describe())
     assert again.key_id == key_id
 

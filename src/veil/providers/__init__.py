@@ -25,6 +25,7 @@ from .registry import (
 if TYPE_CHECKING:
     from .age import AgeProvider
     from .aws import AwsKmsProvider
+    from .azure import AzureKeyVaultProvider
     from .gcp import GcpKmsProvider
     from .vault import VaultTransitProvider
 
@@ -32,6 +33,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "AgeProvider",
     "AwsKmsProvider",
+    "AzureKeyVaultProvider",
     "GcpKmsProvider",
     "LocalKeyProvider",
     "PassphraseProvider",
@@ -51,6 +53,7 @@ __all__ = [
 _LAZY = {
     "AgeProvider": "age",
     "AwsKmsProvider": "aws",
+    "AzureKeyVaultProvider": "azure",
     "GcpKmsProvider": "gcp",
     "VaultTransitProvider": "vault",
 }
