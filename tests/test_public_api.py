@@ -135,7 +135,8 @@ EXPECTED_ALL: dict[str, set[str]] = {
         "read_header", "register_store_scheme", "store_from_url", "validate_stack_name",
     },
     "veil.providers": {
-        "AgeProvider", "AwsKmsProvider", "AzureKeyVaultProvider", "ENTRY_POINT_GROUP", "GcpKmsProvider",
+        "AgeProvider", "AwsKmsProvider", "AzureKeyVaultProvider", "ENTRY_POINT_GROUP",
+        "GcpKmsProvider",
         "LocalKeyProvider", "PassphraseProvider", "VaultTransitProvider",
         "SecretsProvider", "context_bytes", "known_schemes", "provider_class",
         "provider_from_description", "provider_from_url", "register_provider",
