@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from cli_support import (
     FAST_URL,
     PASSPHRASE,
@@ -19,7 +20,6 @@ from cli_support import (
     environment,
     run,
 )
-
 from veil import Stack
 
 ENV = {"VEIL_PASSPHRASE": PASSPHRASE}
@@ -37,7 +37,7 @@ def _live(project: Path) -> Path:
     return project / ".veil" / "stacks" / "dev.json"
 
 
-# --- history and export ---------------------------------------------------------------------------
+# --- history and export ---------------------------------------------------------------
 
 
 def test_history_lists_versions_newest_first_with_who_and_key(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_import_of_another_stacks_export_is_refused(tmp_path: Path) -> None:
     assert _live(tmp_path).read_bytes() == before
 
 
-# --- rollback -------------------------------------------------------------------------------------
+# --- rollback -------------------------------------------------------------------------
 
 
 def test_a_rolled_back_state_is_refused_unless_allow_rollback(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_a_rolled_back_state_is_refused_unless_allow_rollback(tmp_path: Path) ->
     assert allowed.code == 0, allowed
 
 
-# --- locks ----------------------------------------------------------------------------------------
+# --- locks ----------------------------------------------------------------------------
 
 _HOLD = """
 import sys, time
@@ -192,7 +192,9 @@ def test_lock_timeout_succeeds_when_the_holder_finishes_in_time(tmp_path: Path) 
     _stack(tmp_path)
     holder = _holder(tmp_path, 0.5)
     try:
-        result = run(tmp_path, "--lock-timeout", "30", "-s", "dev", "config", "set", "k", "v", **ENV)
+        result = run(
+            tmp_path, "--lock-timeout", "30", "-s", "dev", "config", "set", "k", "v", **ENV
+        )
         assert result.code == 0, result
     finally:
         holder.kill()

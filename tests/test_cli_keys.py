@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+import veil
 from cli_support import (
     DB_PASSWORD,
     FAST_URL,
@@ -22,8 +24,6 @@ from cli_support import (
     environment,
     run,
 )
-
-import veil
 from veil import Secret, Stack
 from veil.providers import PassphraseProvider
 from veil.state import FileStore
@@ -74,7 +74,7 @@ def _secrets_open(project: Path, **env: str) -> None:
     assert out.out == TOKEN + "\n", out
 
 
-# --- rotate ---------------------------------------------------------------------------------------
+# --- rotate ---------------------------------------------------------------------------
 
 
 def test_rotate_reseals_state_and_config_and_says_what_changed(tmp_path: Path) -> None:
@@ -144,7 +144,7 @@ def test_a_rotation_interrupted_before_the_config_write_leaves_a_stack_that_open
     _secrets_open(tmp_path, **ENV)
 
 
-# --- change-secrets-provider ----------------------------------------------------------------------
+# --- change-secrets-provider ----------------------------------------------------------
 
 
 def test_change_secrets_provider_rotates_by_default_and_drops_the_old_provider(
@@ -197,7 +197,7 @@ def test_change_to_a_new_passphrase_takes_it_from_veil_new_passphrase(tmp_path: 
     assert_one_error_line(old, "passphrase does not open", code=1)
 
 
-# --- recipients -----------------------------------------------------------------------------------
+# --- recipients -----------------------------------------------------------------------
 
 
 def test_recipients_add_ls_rm_with_an_age_break_glass_key(tmp_path: Path) -> None:
@@ -213,7 +213,9 @@ def test_recipients_add_ls_rm_with_an_age_break_glass_key(tmp_path: Path) -> Non
     assert sorted(rows[1:]) == [["age", url], ["passphrase", "passphrase://"]]
     # Break-glass: the age identity alone opens the stack.
     _secrets_open(tmp_path, VEIL_AGE_IDENTITY=str(identity))
-    as_json = json.loads(call(tmp_path, "-s", "dev", "stack", "recipients", "ls", "--json", **ENV).out)
+    as_json = json.loads(
+        call(tmp_path, "-s", "dev", "stack", "recipients", "ls", "--json", **ENV).out
+    )
     assert set(as_json["recipients"]) == {url, "passphrase://"}
     key_before = as_json["key_id"]
     # Removing one rotates the data key; SCHEME:// names the one of that scheme.

@@ -8,19 +8,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+import veil
 from cli_support import (
     DB_PASSWORD,
     FAST_URL,
     PASSPHRASE,
     TOKEN,
     assert_one_error_line,
-    environment,
     call,
+    environment,
     run,
     veil_script,
 )
-
-import veil
 from veil import Secret, Stack
 from veil.providers import PassphraseProvider
 from veil.state import FileStore
@@ -57,7 +57,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
-# --- init -------------------------------------------------------------------------------------
+# --- init -----------------------------------------------------------------------------
 
 
 def test_init_prints_the_full_provider_url_and_where_things_are(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_init_twice_fails_with_one_line(shared: Path) -> None:
     assert_one_error_line(result, "already exists", code=1)
 
 
-# --- ls and select ------------------------------------------------------------------------------
+# --- ls and select --------------------------------------------------------------------
 
 
 def test_ls_shows_serial_last_update_and_provider_and_marks_the_selected_stack(
@@ -140,7 +140,7 @@ def test_no_stack_selected_is_a_usage_error(tmp_path: Path) -> None:
     assert_one_error_line(call(tmp_path, "config", "ls"), "veil stack select", code=2)
 
 
-# --- rm -----------------------------------------------------------------------------------------
+# --- rm -------------------------------------------------------------------------------
 
 
 def test_rm_refuses_without_yes_when_stdin_is_not_a_terminal(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_rm_refuses_without_yes_when_stdin_is_not_a_terminal(tmp_path: Path) -> 
 
 def test_rm_remove_config_removes_the_config_file_and_the_lock(tmp_path: Path) -> None:
     assert call(tmp_path, "stack", "init", "dev", "--secrets-provider", FAST_URL, **ENV).code == 0
-    lock = FileStore(tmp_path / ".veil").lock("dev", owner="someone-else")
+    FileStore(tmp_path / ".veil").lock("dev", owner="someone-else")
     removed = call(tmp_path, "stack", "rm", "dev", "--yes", "--remove-config")
     assert removed.code == 0, removed
     assert "it was locked by someone-else" in removed.out
@@ -168,7 +168,7 @@ def test_rm_remove_config_removes_the_config_file_and_the_lock(tmp_path: Path) -
     assert not (tmp_path / ".veil" / "locks" / "dev.lock").exists()
 
 
-# --- output -------------------------------------------------------------------------------------
+# --- output ---------------------------------------------------------------------------
 
 
 def test_output_shell_prints_exports_without_secrets(shared: Path) -> None:
@@ -218,7 +218,7 @@ def test_output_masks_secrets_and_an_unknown_name_is_not_found(shared: Path) -> 
     assert_one_error_line(missing, "no output named 'nope'", code=3)
 
 
-# --- the project folder ---------------------------------------------------------------------------
+# --- the project folder ---------------------------------------------------------------
 
 
 def test_commands_find_the_config_file_in_a_parent_folder(shared: Path) -> None:
@@ -242,7 +242,7 @@ def test_without_a_config_file_reads_say_where_they_looked_and_set_creates_nothi
     assert list(tmp_path.glob("veil.*.json")) == []
 
 
-# --- mistakes -------------------------------------------------------------------------------------
+# --- mistakes -------------------------------------------------------------------------
 
 
 def test_an_empty_secret_from_stdin_is_refused_unless_allowed(shared: Path) -> None:
@@ -264,7 +264,7 @@ def test_allow_empty_sets_an_empty_secret(tmp_path: Path) -> None:
     assert shown.out == '""\n'
 
 
-# --- migrating from Pulumi -------------------------------------------------------------------------
+# --- migrating from Pulumi ------------------------------------------------------------
 
 PULUMI_PASSPHRASE = "pulumi-pass-phrase"
 
