@@ -180,13 +180,17 @@ def _summary(stack: Stack, before_key: str, before_serial: int) -> dict[str, Any
     }
 
 
+def _secrets(count: int) -> str:
+    return f"{count} secret" + ("" if count == 1 else "s")
+
+
 def _print_summary(out: TextIO, summary: dict[str, Any], headline: str) -> None:
     out.write(headline + "\n")
     if summary["rotated"]:
         out.write(
             f"  data key:   {summary['previous_key_id']} -> {summary['key_id']}; resealed "
-            f"{summary['state_secrets']} secrets in the state and {summary['config_secrets']} "
-            "in the config\n"
+            f"{_secrets(summary['state_secrets'])} in the state and "
+            f"{summary['config_secrets']} in the config\n"
         )
     else:
         out.write(

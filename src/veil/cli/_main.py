@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .. import __version__, install_log_filter
-from ..errors import ConfigMissingError, StackNotFoundError, VeilError
+from ..errors import ConfigMissingError, StackNotFoundError, StateLockedError, VeilError
 from . import _completion, _config, _history, _keys, _stacks
 from ._base import (
     EXIT_ERROR,
@@ -116,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(str(exc), EXIT_USAGE)
     except (NotFound, StackNotFoundError, ConfigMissingError) as exc:
         fail(exc.args[0] if exc.args else str(exc), EXIT_NOT_FOUND)
+    except StateLockedError as exc:
+        hint = "" if "this process" in str(exc) else " From the shell: 'veil stack unlock'."
+        fail(f"{exc}{hint}", EXIT_ERROR)
     except (CommandError, VeilError) as exc:
         fail(str(exc), EXIT_ERROR)
     except KeyboardInterrupt:
