@@ -175,6 +175,8 @@ def test_a_lock_held_by_a_hung_run_fails_at_once_and_unlock_says_whose(
     assert call(tmp_path, "-s", "dev", "stack", "unlock", "--yes").out == (
         "Stack 'dev' is not locked.\n"
     )
+    as_json = call(tmp_path, "-s", "dev", "stack", "unlock", "--yes", "--json")
+    assert json.loads(as_json.out) == {"stack": "dev", "broken": None}
 
 
 def test_lock_timeout_waits_then_fails(tmp_path: Path, hung: subprocess.Popen[str]) -> None:

@@ -71,6 +71,7 @@ def register(commands: Any, parents: Parents) -> None:
         "any is still going, can no longer save. Asks on a terminal; elsewhere needs --yes.",
     )
     unlock.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    unlock.add_argument("--json", action="store_true", help="print whose lock it was as JSON")
     unlock.set_defaults(handler=break_lock)
 
 
@@ -204,24 +205,33 @@ def import_export(ctx: Context, out: TextIO) -> int:
 # --- unlock -------------------------------------------------------------------------------
 
 
+def _holder(info: Any) -> dict[str, Any] | None:
+    if info is None:
+        return None
+    return {"owner": info.owner, "host": info.host, "pid": info.pid, "since": info.time}
+
+
 def break_lock(ctx: Context, out: TextIO) -> int:
     store = ctx.store()
     holder = store.lock_info(ctx.name)
-    if holder is None:
-        if not store.exists(ctx.name):
-            raise NotFound(f"no stack {ctx.name!r} in {store.url}")
+    removed = None
+    if holder is None and not store.exists(ctx.name):
+        raise NotFound(f"no stack {ctx.name!r} in {store.url}")
+    if holder is not None:
+        confirm(
+            f"Break the lock of stack {ctx.name!r} held by {holder.describe()}?",
+            yes=ctx.args.yes,
+            answer=ctx.name,
+            refused="'veil stack unlock' breaks a lock another run may still hold",
+        )
+        removed = store.break_lock(ctx.name)
+    if ctx.args.json:
+        write_json(out, {"stack": ctx.name, "broken": _holder(removed)})
+    elif holder is None:
         out.write(f"Stack {ctx.name!r} is not locked.\n")
-        return 0
-    confirm(
-        f"Break the lock of stack {ctx.name!r} held by {holder.describe()}?",
-        yes=ctx.args.yes,
-        answer=ctx.name,
-        refused="'veil stack unlock' breaks a lock another run may still hold",
-    )
-    removed = store.break_lock(ctx.name)
-    if removed is None:
+    elif removed is None:
         out.write(f"The lock of stack {ctx.name!r} was released meanwhile.\n")
-        return 0
-    out.write(f"Broke the lock of stack {ctx.name!r} held by {removed.describe()}.\n")
-    out.write("  if that run is still going, it can no longer save\n")
+    else:
+        out.write(f"Broke the lock of stack {ctx.name!r} held by {removed.describe()}.\n")
+        out.write("  if that run is still going, it can no longer save\n")
     return 0

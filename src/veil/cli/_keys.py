@@ -76,6 +76,7 @@ def register(commands: Any, parents: Parents) -> None:
         description="Wrap the data key for URL too (nothing is re-encrypted).",
     )
     add.add_argument("url", help="the provider's URL")
+    add.add_argument("--json", action="store_true", help="print the summary as JSON")
     add.set_defaults(handler=add_recipient)
     rm = sub.add_parser(
         "rm",
@@ -91,6 +92,7 @@ def register(commands: Any, parents: Parents) -> None:
         action="store_true",
         help="do not rotate (the removed recipient's holder may still know the key)",
     )
+    rm.add_argument("--json", action="store_true", help="print the summary as JSON")
     rm.set_defaults(handler=remove_recipient)
 
 
@@ -260,6 +262,9 @@ def add_recipient(ctx: Context, out: TextIO) -> int:
         stack.save()
         summary = _summary(stack, *before)
     added = ", ".join(u for u in summary["recipients"] if u not in known) or ctx.args.url
+    if ctx.args.json:
+        write_json(out, dict(summary, added=added))
+        return 0
     out.write(
         f"Stack {ctx.name!r} can now be opened by {added} too "
         f"(the data key {summary['key_id']} wrapped for it; nothing re-encrypted).\n"
@@ -276,5 +281,8 @@ def remove_recipient(ctx: Context, out: TextIO) -> int:
         removed = stack.remove_recipient(ctx.args.url, rotate_key=not keep)
         stack.save()
         summary = _summary(stack, *before)
+    if ctx.args.json:
+        write_json(out, dict(summary, removed=removed))
+        return 0
     _print_summary(out, summary, f"Removed recipient {removed} from stack {ctx.name!r}.")
     return 0

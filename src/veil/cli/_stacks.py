@@ -52,6 +52,7 @@ def register(commands: Any, parents: Parents) -> None:
         help="copy the config of a Pulumi stack (Pulumi.NAME.yaml), secure values "
         "included, decrypted with $PULUMI_CONFIG_PASSPHRASE; all or nothing",
     )
+    init.add_argument("--json", action="store_true", help="print what was created as JSON")
     init.set_defaults(handler=init_stack)
 
     ls = commands.add_parser(
@@ -128,6 +129,21 @@ def init_stack(ctx: Context, out: TextIO) -> int:
             name, backend=store, secrets_provider=args.secrets_provider, project_dir=ctx.start
         )
     with stack:
+        if args.json:
+            config = stack.config
+            write_json(
+                out,
+                {
+                    "stack": name,
+                    "secrets_provider": stack.provider.url,
+                    "backend": store.url,
+                    "config_file": str(config.path),
+                    "key_id": stack.key_id,
+                    "config_values": len(config.keys()),
+                    "secure_values": sum(1 for k in config if config.is_secret(k)),
+                },
+            )
+            return 0
         out.write(f"Created stack {name!r}\n")
         out.write(f"  secrets provider: {stack.provider.url}\n")
         out.write(f"  backend:          {store.url}\n")
