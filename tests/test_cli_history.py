@@ -81,12 +81,14 @@ def test_export_prints_the_live_document_without_a_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncated", "missing", "garbage"])
-def test_import_recovers_a_damaged_or_missing_live_state(tmp_path: Path, damage: str) -> None:
+def test_import_recovers_a_damaged_or_missing_live_state_from_history(
+    tmp_path: Path, damage: str
+) -> None:
     _stack(tmp_path)
-    assert call(tmp_path, "-s", "dev", "stack", "export", "--file", "good.json").code == 0
     live = _live(tmp_path)
     if damage == "truncated":
-        live.write_bytes(live.read_bytes()[:100])
+        with live.open("r+b") as f:  # in place: a kept version shares no storage with it
+            f.truncate(100)
     elif damage == "missing":
         live.unlink()
     else:
@@ -94,6 +96,10 @@ def test_import_recovers_a_damaged_or_missing_live_state(tmp_path: Path, damage:
     broken = call(tmp_path, "-s", "dev", "config", "get", "k3", "--show-secrets", **ENV)
     assert_one_error_line(broken)
     assert broken.code in (1, 3)
+    newest = json.loads(call(tmp_path, "-s", "dev", "stack", "history", "--json").out)[0]
+    assert newest["serial"] == 4  # the history copy is intact
+    export = ("-s", "dev", "stack", "export", "--version", str(newest["version"]))
+    assert call(tmp_path, *export, "--file", "good.json").code == 0
     imported = call(tmp_path, "-s", "dev", "stack", "import", "--file", "good.json", **ENV)
     assert imported.code == 0, imported
     again = call(tmp_path, "-s", "dev", "config", "get", "k3", "--show-secrets", **ENV)

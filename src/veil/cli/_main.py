@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -30,8 +31,9 @@ from ._project import Context
 __all__ = ["build_parser", "main"]
 
 
+@functools.lru_cache(maxsize=1)
 def build_parser() -> argparse.ArgumentParser:
-    """The ``veil`` parser: every command, with its help."""
+    """The ``veil`` parser: every command, with its help (built once per process)."""
     shared = parents()
     parser = Parser(
         prog="veil",
