@@ -191,7 +191,7 @@ def test_lock_timeout_waits_then_fails(tmp_path: Path, hung: subprocess.Popen[st
     assert_one_error_line(result, "locked", code=1)
     assert time.monotonic() - start >= 0.6
     start = time.monotonic()
-    env_timeout = call(tmp_path, "-s", "dev", "config", "rm", "k1", VEIL_LOCK_TIMEOUT="0.4", **ENV)
+    env_timeout = run(tmp_path, "-s", "dev", "config", "rm", "k1", VEIL_LOCK_TIMEOUT="0.4", **ENV)
     assert_one_error_line(env_timeout, code=1)
     assert time.monotonic() - start >= 0.4
 

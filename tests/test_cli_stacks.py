@@ -109,9 +109,9 @@ def test_ls_shows_serial_last_update_and_provider_and_marks_the_selected_stack(
         assert (
             call(tmp_path, "stack", "init", name, "--secrets-provider", FAST_URL, **ENV).code == 0
         )
-    selected = call(tmp_path, "stack", "select", "prod")
+    selected = run(tmp_path, "stack", "select", "prod")
     assert (selected.code, selected.out) == (0, f"Selected stack 'prod' for {tmp_path}\n")
-    listed = call(tmp_path, "stack", "ls")  # no key needed
+    listed = run(tmp_path, "stack", "ls")  # no key needed
     lines = listed.out.splitlines()
     assert lines[0].split() == ["NAME", "SERIAL", "LAST", "UPDATE", "SECRETS", "PROVIDERS"]
     assert lines[1].split()[:2] == ["dev", "1"]
