@@ -3,17 +3,19 @@ next to the file store.
 
 Run: python benchmarks/bench_backends.py [--secrets 1000,10000] [--rounds R]
 
-Needs ``pip install -e '.[test,aws,postgres]'`` and PostgreSQL's ``initdb``/``pg_ctl``.
+Needs ``pip install -e '.[test,aws,gcp,postgres]'`` and PostgreSQL's ``initdb``/``pg_ctl``.
 Every store's service runs locally on 127.0.0.1, started here: S3 is moto's server
 behind the counting front of ``tests/servers/moto.py``, which also counts the requests
 each operation costs; PostgreSQL is a server from this machine's binaries
-(``tests/servers/postgres.py``), each save one transaction. The
+(``tests/servers/postgres.py``), each save one transaction; GCS is the loopback JSON
+API server of ``tests/servers/gcs.py`` (it enforces generation preconditions, which
+``gcp-storage-emulator`` does not). The
 key provider is a local key file (``file://``) everywhere, so only the store differs.
 
 Per store and size: a stack is created with N secrets; each round changes one secret
 and times ``Stack.save`` (seal, lock already held, conditional write, history), then
 times ``Stack.open`` (lock, read, parse, unwrap) and closing it. Medians over the
-rounds; for S3 also the requests per save and per open.
+rounds; for S3 and GCS also the requests per save and per open.
 
 Each store is one function in ``CASES``: a store adds its own as one more function
 that yields :class:`Row` values.
@@ -144,7 +146,25 @@ def case_postgres(bench: Bench) -> Iterator[Row]:
         yield from bench.measure("postgres://", pg.url(database, query="?table=bench"))
 
 
-CASES: list[Case] = [case_file, case_s3, case_postgres]
+def case_gcs(bench: Bench) -> Iterator[Row]:
+    from servers.gcs import GcsServer
+
+    server = GcsServer().start()
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = server.url
+    try:
+        server.create_bucket("veil-bench")
+        url = f"gs://veil-bench/{uuid.uuid4().hex[:8]}"
+        yield from bench.measure("gs:// (loopback)", url, count=lambda: sum(server.calls.values()))
+    finally:
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+        server.stop()
+
+
+CASES: list[Case] = [case_file, case_s3, case_postgres, case_gcs]
 
 
 def main() -> None:

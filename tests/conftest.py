@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from typing import Any
 
@@ -82,3 +83,17 @@ def _own_veil_home(
     """Each test gets its own veil home (the per-folder records that refuse rollbacks),
     never the user's, and so do the processes it starts."""
     monkeypatch.setenv("VEIL_HOME", str(tmp_path_factory.mktemp("veil-home")))
+
+
+_SERVER_MODULES = re.compile(
+    r"test_(provider|store)_(aws|s3|vault|postgres|gcp|gcs|azure|azblob)\b"
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of a key service or a store run against a server the suite starts: they
+    carry the ``server`` marker, so ``-m "not server"`` runs everything else."""
+    server = pytest.mark.server
+    for item in items:
+        if _SERVER_MODULES.search(item.nodeid.split("::", 1)[0]):
+            item.add_marker(server)

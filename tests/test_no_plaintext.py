@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import veil
-from veil import Output, Secret, SecretRedactingFilter, Stack, VeilError
+from veil import Output, Secret, Stack, VeilError
 from veil.cli import main as cli_main
 from veil.providers import PassphraseProvider
 
@@ -123,7 +123,12 @@ def session_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
+    factory = logging.getLogRecordFactory()
+    handle = veil.install_log_filter()
     yield logger, stream
+    handle.uninstall()
+    # The CLI installs the filter for the rest of its process: put back what was there.
+    logging.setLogRecordFactory(factory)
     logger.removeHandler(handler)
 
 
@@ -153,7 +158,6 @@ def test_no_plaintext_of_any_secret_in_any_byte_written(
     monkeypatch.delenv("VEIL_STACK", raising=False)
     backend = f"file://{tmp_path / 'state'}"
     monkeypatch.setenv("VEIL_BACKEND_URL", backend)
-    veil.install_log_filter()
     capture = Capture()
 
     db_password = "db-" + secrets.token_urlsafe(16)
@@ -349,125 +353,6 @@ def test_no_plaintext_of_any_secret_in_any_byte_written(
         assert not [w for w, data in sources.items() for f in forms if f in data]
 
 
-# --- the log filter on its own --------------------------------------------------------------
-
-
-@pytest.fixture
-def log_capture() -> Iterator[tuple[logging.Logger, io.StringIO]]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    logger = logging.getLogger("veil-filter-test")
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    veil.install_log_filter()
-    yield logger, stream
-    logger.removeHandler(handler)
-
-
-def test_log_filter_masks_secrets_in_message_arguments(
-    log_capture: tuple[logging.Logger, io.StringIO],
-) -> None:
-    logger, stream = log_capture
-    value = Secret("arg-" + secrets.token_hex(8)).reveal()
-    logger.info("pw=%s port=%d", value, 5432)
-    assert stream.getvalue() == "veil-filter-test: pw=[secret] port=5432\n"
-
-
-def test_log_filter_masks_secrets_in_the_message_itself(
-    log_capture: tuple[logging.Logger, io.StringIO],
-) -> None:
-    logger, stream = log_capture
-    value = veil.reveal(veil.secret("msg-" + secrets.token_hex(8)))
-    logger.warning(f"t: {value}!")
-    assert stream.getvalue() == "veil-filter-test: t: [secret]!\n"
-
-
-def test_log_filter_masks_secrets_in_tracebacks(
-    log_capture: tuple[logging.Logger, io.StringIO],
-) -> None:
-    logger, stream = log_capture
-    value = Secret("exc-" + secrets.token_hex(8)).reveal()
-    try:
-        raise ValueError(f"x={value}")
-    except ValueError:
-        logger.exception("login failed")
-    text = stream.getvalue()
-    assert "Traceback" in text
-    assert "ValueError: x=[secret]" in text
-    assert value not in text
-
-
-def test_log_filter_masks_stack_info(log_capture: tuple[logging.Logger, io.StringIO]) -> None:
-    logger, stream = log_capture
-    value = Secret("stk-" + secrets.token_hex(8)).reveal()
-    logger.info("here %s", value, stack_info=True)
-    assert "Stack (most recent call last)" in stream.getvalue()
-    assert value not in stream.getvalue()
-
-
-def test_log_filter_covers_child_loggers(log_capture: tuple[logging.Logger, io.StringIO]) -> None:
-    _logger, stream = log_capture
-    value = Secret("child-" + secrets.token_hex(8)).reveal()
-    logging.getLogger("veil-filter-test.db.pool").error("d=%s", value)
-    assert stream.getvalue() == "veil-filter-test.db.pool: d=[secret]\n"
-
-
-def test_log_filter_covers_handlers_added_after_install() -> None:
-    veil.install_log_filter()
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    logger = logging.getLogger("veil-late-handler")
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        value = Secret("late-" + secrets.token_hex(8)).reveal()
-        logger.warning("v=%s", value)
-    finally:
-        logger.removeHandler(handler)
-    assert stream.getvalue() == "v=[secret]\n"
-
-
-def test_installing_the_log_filter_twice_is_harmless(
-    log_capture: tuple[logging.Logger, io.StringIO],
-) -> None:
-    logger, stream = log_capture
-    factory = logging.getLogRecordFactory()
-    veil.install_log_filter()
-    veil.install_log_filter()
-    assert logging.getLogRecordFactory() is factory
-    value = Secret("twice-" + secrets.token_hex(8)).reveal()
-    logger.info("v=%s", value)
-    assert stream.getvalue() == "veil-filter-test: v=[secret]\n"
-
-
-def test_log_filter_leaves_other_records_alone(
-    log_capture: tuple[logging.Logger, io.StringIO],
-) -> None:
-    logger, stream = log_capture
-    # (Only strings equal to a known secret are masked: these are random words.)
-    words = secrets.token_hex(6), secrets.token_hex(6)
-    logger.info("%s / %s", *words)
-    assert stream.getvalue() == f"veil-filter-test: {words[0]} / {words[1]}\n"
-
-
-def test_filter_class_on_a_handler_masks_secrets() -> None:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(SecretRedactingFilter())
-    value = Secret("flt-" + secrets.token_hex(8)).reveal()
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "v=%s", (value,), None)
-    handler.handle(record)
-    assert stream.getvalue() == "v=[secret]\n"
-
-
-def test_redact_masks_every_known_secret() -> None:
-    a = Secret("red-a-" + secrets.token_hex(4)).reveal()
-    b = Secret("red-b-" + secrets.token_hex(4)).reveal()
-    assert veil.redact(f"{a}/{b}/{a}") == "[secret]/[secret]/[secret]"
-
-
 # --- exceptions raised by functions given a secret --------------------------------------
 
 
@@ -541,11 +426,3 @@ def test_exception_in_json_dumps_default_on_a_secret_does_not_show_it() -> None:
 def test_exception_in_apply_on_a_plain_value_is_untouched() -> None:
     with pytest.raises(ValueError, match="'not-a-number'"):
         Output.from_input("not-a-number").apply(int)
-
-
-def test_redact_masks_secrets_that_share_a_prefix_longest_first() -> None:
-    for i in range(2000):
-        veil.Secret(f"tok_shared_prefix_{i:05d}")
-    veil.Secret("tok_shared_prefix_00042_and_more")
-    line = "a tok_shared_prefix_00042_and_more b tok_shared_prefix_01999 c tok_shared_prefix_9"
-    assert veil.redact(line) == "a [secret] b [secret] c tok_shared_prefix_9"

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar, overload
 
 from . import providers, state
-from ._redact import SecretRedactingFilter, install_log_filter, redact
+from ._redact import LogFilterHandle, SecretRedactingFilter, install_log_filter, redact
 from ._secret import MASK, Secret, is_secret, reveal
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
@@ -135,6 +135,7 @@ __all__ = [
     "Input",
     "InputType",
     "Inputs",
+    "LogFilterHandle",
     "Output",
     "Secret",
     "SecretRedactingFilter",

@@ -15,6 +15,7 @@ __all__ = [
     "MIN_REMEMBERED",
     "collect_strings",
     "known_plaintexts",
+    "plaintexts_since",
     "plaintexts_version",
     "remember",
 ]
@@ -28,6 +29,7 @@ and protect nothing (see :func:`veil.install_log_filter`)."""
 
 # A set: adding is O(1) and the log filter reads a snapshot.
 _remembered: set[str] = set()
+_remembered_order: list[str] = []  # the same strings in order of arrival, append-only
 _remembered_lock = threading.Lock()
 _remembered_version = 0
 
@@ -38,8 +40,10 @@ def remember(value: object) -> None:
     if type(value) is str:  # the common case, kept cheap
         if len(value) >= MIN_REMEMBERED and value not in _remembered:
             with _remembered_lock:
-                _remembered.add(value)
-                _remembered_version += 1
+                if value not in _remembered:
+                    _remembered.add(value)
+                    _remembered_order.append(value)
+                    _remembered_version += 1
         return
     if type(value) in (int, float, bool, type(None), bytes):
         return
@@ -48,9 +52,10 @@ def remember(value: object) -> None:
     if not found:
         return
     with _remembered_lock:
-        before = len(_remembered)
-        _remembered.update(found)
-        if len(_remembered) != before:
+        added = [s for s in dict.fromkeys(found) if s not in _remembered]
+        if added:
+            _remembered.update(added)
+            _remembered_order.extend(added)
             _remembered_version += 1
 
 
@@ -85,3 +90,10 @@ def known_plaintexts() -> tuple[int, frozenset[str]]:
     """
     with _remembered_lock:
         return _remembered_version, frozenset(_remembered)
+
+
+def plaintexts_since(position: int) -> list[str]:
+    """The secret strings remembered after the first ``position`` ones, in order of
+    arrival; ask again from ``position + len(result)``. Copies only what is new."""
+    with _remembered_lock:
+        return _remembered_order[position:]

@@ -729,7 +729,10 @@ class StateStoreComplianceSuite:
                 line = forks.stdout.readline().strip()
                 assert line.startswith("ready "), line
                 pid = int(line.split()[1])
-                time.sleep(rng.uniform(0.0, 3 * per_write + 0.005))
+                # Kills come at random moments within about three writes; if none has
+                # landed by half way (a loaded machine), the window widens.
+                late = not landed and trial >= self.kill_trials // 2
+                time.sleep(rng.uniform(0.0, (20 if late else 3) * per_write + 0.005))
                 os.kill(pid, signal.SIGKILL)
                 forks.stdin.write(f"reap {pid}\n")
                 forks.stdin.flush()

@@ -25,12 +25,14 @@ from .registry import (
 if TYPE_CHECKING:
     from .age import AgeProvider
     from .aws import AwsKmsProvider
+    from .gcp import GcpKmsProvider
     from .vault import VaultTransitProvider
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "AgeProvider",
     "AwsKmsProvider",
+    "GcpKmsProvider",
     "LocalKeyProvider",
     "PassphraseProvider",
     "SecretsProvider",
@@ -49,6 +51,7 @@ __all__ = [
 _LAZY = {
     "AgeProvider": "age",
     "AwsKmsProvider": "aws",
+    "GcpKmsProvider": "gcp",
     "VaultTransitProvider": "vault",
 }
 

@@ -42,6 +42,7 @@ _BUILTIN: dict[str, str] = {
     "age": "veil.providers.age:AgeProvider",
     "awskms": "veil.providers.aws:AwsKmsProvider",
     "hashivault": "veil.providers.vault:VaultTransitProvider",
+    "gcpkms": "veil.providers.gcp:GcpKmsProvider",
 }
 
 _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*\Z")
