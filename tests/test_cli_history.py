@@ -96,6 +96,10 @@ def test_import_recovers_a_damaged_or_missing_live_state_from_history(
     broken = call(tmp_path, "-s", "dev", "config", "get", "k3", "--show-secrets", **ENV)
     assert_one_error_line(broken)
     assert broken.code in (1, 3)
+    listed = call(tmp_path, "stack", "ls")
+    assert listed.code == 0
+    if damage != "missing":
+        assert "damaged: " in listed.out.splitlines()[1]
     newest = json.loads(call(tmp_path, "-s", "dev", "stack", "history", "--json").out)[0]
     assert newest["serial"] == 4  # the history copy is intact
     export = ("-s", "dev", "stack", "export", "--version", str(newest["version"]))

@@ -107,7 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     A closed pipe (``veil stack output --json | head -1``) ends the command quietly with
     exit code 0: the reader had what it wanted."""
-    install_log_filter()
+    # A program calling main() keeps its logging as it was afterwards.
+    handle = install_log_filter()
+    try:
+        return _main(argv)
+    finally:
+        handle.uninstall()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return _run(args, sys.stdout)
