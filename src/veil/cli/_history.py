@@ -12,7 +12,7 @@ from .. import Secret
 from .._files import write_atomic
 from ..errors import StateFormatError
 from ..stack import import_state, stack_history
-from ._base import NotFound, UsageError, confirm, print_table, write_json
+from ._base import NotFound, UsageError, confirm, print_table, warn, write_json
 from ._parsers import Parents
 from ._project import Context
 
@@ -85,6 +85,9 @@ def show_history(ctx: Context, out: TextIO) -> int:
         raise NotFound(f"no stack {ctx.name!r} in {store.url}")
     if ctx.args.json:
         write_json(out, [v._asdict() for v in versions])
+        return 0
+    if not versions:
+        warn(f"{store.url} keeps no versions of stack {ctx.name!r} (its history setting is 0)")
         return 0
     rows = [
         (

@@ -95,8 +95,9 @@ class Context:
                 if need_config:
                     raise NotFound(
                         f"no config file veil.{self.name}.json in {self.start} or any folder "
-                        f"above it; run the command in the project folder (or pass -C FOLDER), "
-                        f"or create the stack with 'veil stack init {self.name}'"
+                        "above it; run the command in the project folder (or pass -C FOLDER), "
+                        "restore the file from version control, or create the stack with "
+                        f"'veil stack init {self.name}'"
                     )
                 found = self._project or self.start
             self._project = found
