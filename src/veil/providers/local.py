@@ -130,6 +130,7 @@ class LocalKeyProvider(SecretsProvider):
     def with_description(self, description: Mapping[str, Any]) -> LocalKeyProvider:
         """This instance's key file, checked against the stored fingerprint."""
         provider = type(self)(self._given, create=False, base_dir=self._base_dir)
+        provider._from_description = self._from_description  # VEIL_KEY_FILE still applies
         if isinstance(description, Mapping):
             provider._expected = self._check_fingerprint(description.get("fingerprint"))
         return provider
