@@ -25,6 +25,8 @@ __all__ = [
     "ProviderConfigError",
     "ProviderError",
     "ProviderUnavailableError",
+    "SchemaError",
+    "SecretPathError",
     "SecretPickleError",
     "StackExistsError",
     "StackNotFoundError",
@@ -35,6 +37,7 @@ __all__ = [
     "StateRollbackError",
     "TrustError",
     "UnknownProviderError",
+    "UnknownSchemaError",
     "UnknownValueError",
     "UsageError",
     "VeilError",
@@ -77,6 +80,27 @@ class UsageError(VeilError, ValueError):
 
 class SecretPickleError(VeilError, TypeError):
     """Pickling a secret is refused: a pickle would hold its plaintext."""
+
+
+# --- Secret by declaration ------------------------------------------------------------
+
+
+class SchemaError(VeilError):
+    """Base class of errors about declared secret fields and secret paths
+    (``veil.mark_secret``, ``veil.register_secret_paths``, the ``veil.secret_schemas``
+    entry points)."""
+
+
+class SecretPathError(SchemaError, ValueError):
+    """A secret path is malformed. The message quotes the path and says where it
+    goes wrong; paths look like ``conn.password``, ``hosts[0]``, ``users[*].token``,
+    ``zones.*.apiKey`` or ``tags["a.b"]``."""
+
+
+class UnknownSchemaError(SchemaError, LookupError):
+    """No secret paths are registered for a type token: neither by
+    ``veil.register_secret_paths`` nor by an installed ``veil.secret_schemas`` entry
+    point."""
 
 
 # --- Cryptography ----------------------------------------------------------------------

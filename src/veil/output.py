@@ -37,6 +37,7 @@ from typing import (
 if TYPE_CHECKING:
     import asyncio
 
+from ._declared import declares_secret, field_is_secret
 from ._inputs import (
     NO_RESOURCES,
     SCALARS,
@@ -118,9 +119,14 @@ def _scan(val: Any) -> tuple[bool, bool]:
             secret = True
         elif isinstance(v, Output):
             secret = secret or (v._pending is None and v._secret)
-        elif isinstance(v, (dict, list, tuple)) and id(v) not in seen:
-            seen.add(id(v))
-            todo.extend(dict.values(v) if isinstance(v, dict) else v)
+        elif isinstance(v, (dict, list, tuple)):
+            if id(v) not in seen:
+                seen.add(id(v))
+                todo.extend(dict.values(v) if isinstance(v, dict) else v)
+                if type(v) not in (dict, list, tuple) and declares_secret(type(v)):
+                    secret = True
+        elif declares_secret(type(v)):
+            secret = True  # an instance of a class that declares a secret field
         if unknown and secret:
             break
     return unknown, secret
@@ -473,7 +479,12 @@ class Output(Generic[T_co]):
             raise AttributeError(f"'Output' object has no attribute '{item}'")
 
         def lift(v: Any) -> Any:
-            return UNKNOWN if isinstance(v, Unknown) else getattr(v, item)
+            if isinstance(v, Unknown):
+                return UNKNOWN
+            got = getattr(v, item)
+            if type(v) not in SCALARS and field_is_secret(type(v), item):
+                return Output.secret(got)  # a field its class declares secret
+            return got
 
         return self.apply(lift, True)
 
