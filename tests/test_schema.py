@@ -305,7 +305,9 @@ def test_dumps_async_resolves_outputs_inside_instances(provider: LocalKeyProvide
 
     async def main() -> Any:
         tree = {"db": Database(Output.from_input(host()), "pw")}  # type: ignore[arg-type]
-        return loads(await veil.state.dumps_async(tree, provider=provider, stack="dev"), provider=provider)
+        return loads(
+            await veil.state.dumps_async(tree, provider=provider, stack="dev"), provider=provider
+        )
 
     back = asyncio.run(main())
     assert back["db"]["host"] == "h"
@@ -323,7 +325,10 @@ def test_stack_export_of_instance_seals_declared_fields(tmp_path: Path) -> None:
         insecure_weak_kdf=True,
     )
     with veil.Stack.create(
-        "dev", backend=f"file://{tmp_path / 'state'}", secrets_provider=provider, project_dir=tmp_path
+        "dev",
+        backend=f"file://{tmp_path / 'state'}",
+        secrets_provider=provider,
+        project_dir=tmp_path,
     ) as stack:
         stack.export("cluster", _cluster())
         stack.save()
@@ -506,7 +511,8 @@ def test_entry_points_are_loaded_on_the_first_unknown_token(tmp_path: Path) -> N
         veil.mark_secret({"a": 1}, type="local:x")
         assert acme_schemas.LOADED == [], "loaded before an unknown token was asked for"
         m = veil.mark_secret({"password": "p", "users": [{"token": "t"}]}, type="acme:index:Db")
-        assert isinstance(m["password"], veil.Secret) and isinstance(m["users"][0]["token"], veil.Secret)
+        assert isinstance(m["password"], veil.Secret)
+        assert isinstance(m["users"][0]["token"], veil.Secret)
         try:
             veil.mark_secret({}, type="acme:index:Other")
         except veil.UnknownSchemaError as exc:
@@ -665,3 +671,153 @@ def test_every_declared_leaf_is_sealed_nothing_else_and_the_tree_round_trips(
         data, _doc = dump_document({"t": marked}, provider=provider, stack="dev")
     back = loads(data, provider=provider)["t"]
     assert json.dumps(_typed(back), sort_keys=True) == json.dumps(_typed(expected), sort_keys=True)
+
+
+# --- a sealed path stays sealed ----------------------------------------------------------------
+
+
+def _save(tree: Any, previous: Any = None, **options: Any) -> tuple[bytes, Any, list[str]]:
+    provider = LocalKeyProvider(PROVIDER_KEY)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data, doc = dump_document(
+            tree, provider=provider, stack="dev", previous=previous, **options
+        )
+    messages = [str(w.message) for w in caught if issubclass(w.category, LeakWarning)]
+    return data, doc, messages
+
+
+def test_a_plain_value_at_a_path_sealed_before_is_sealed_with_a_warning() -> None:
+    _d, first, _ = _save({"db": {"host": "h", "password": Secret("pw-1")}})
+    data, second, messages = _save({"db": {"host": "h", "password": "pw-1"}}, first)
+    assert len(messages) == 1
+    assert "db.password" in messages[0]
+    assert "pw-1" not in messages[0]
+    assert _is_sealed(json.loads(data)["tree"]["db"]["password"])
+    back = loads(data, provider=LocalKeyProvider(PROVIDER_KEY))
+    assert isinstance(back["db"]["password"], Secret)
+    assert back["db"]["host"] == "h"
+    assert second.guarded == (("db", "password"),)
+
+
+def test_a_changed_plain_value_at_a_sealed_path_is_sealed() -> None:
+    _d, first, _ = _save({"db": {"password": Secret("old")}})
+    data, _doc, messages = _save({"db": {"password": "new-value"}}, first)
+    assert messages
+    back = loads(data, provider=LocalKeyProvider(PROVIDER_KEY))
+    assert back["db"]["password"].reveal() == "new-value"
+
+
+def test_a_sealed_path_stays_sealed_across_saves() -> None:
+    _d, doc, _ = _save({"k": Secret("v")})
+    for _ in range(3):
+        data, doc, messages = _save({"k": "v"}, doc)
+        assert messages
+        assert _is_sealed(json.loads(data)["tree"]["k"])
+
+
+def test_a_sealed_path_stays_sealed_across_a_rotation() -> None:
+    _d, first, _ = _save({"k": Secret("v")})
+    data, rotated, messages = _save({"k": "v"}, first, rotate_key=True)
+    assert messages
+    assert rotated.key_id != first.key_id
+    assert _is_sealed(json.loads(data)["tree"]["k"])
+    data, _doc, messages = _save({"k": "v"}, rotated)
+    assert messages
+    assert _is_sealed(json.loads(data)["tree"]["k"])
+
+
+def test_allow_plaintext_lets_a_sealed_path_go_out_in_clear_and_it_stays_so() -> None:
+    _d, first, _ = _save({"db": {"password": Secret("pw")}})
+    data, second, messages = _save(
+        {"db": {"password": "pw"}}, first, allow_plaintext=["db.password"]
+    )
+    assert messages == []
+    assert json.loads(data)["tree"]["db"]["password"] == "pw"
+    data, _doc, messages = _save({"db": {"password": "pw"}}, second)
+    assert messages == []
+    assert json.loads(data)["tree"]["db"]["password"] == "pw"
+
+
+def test_strict_refuses_a_plain_value_at_a_sealed_path() -> None:
+    _d, first, _ = _save({"k": Secret("v")})
+    with pytest.raises(veil.PlaintextLeakError, match="k"):
+        _save({"k": "v"}, first, strict=True)
+
+
+def test_a_container_at_a_sealed_path_is_sealed_whole() -> None:
+    _d, first, _ = _save({"conn": Secret("dsn")})
+    tree = {"conn": {"user": "u", "password": Secret("p"), "$secret": {"x": 1}}}
+    data, _doc, messages = _save(tree, first)
+    assert messages
+    stored = json.loads(data)["tree"]
+    assert _is_sealed(stored["conn"])
+    back = loads(data, provider=LocalKeyProvider(PROVIDER_KEY))
+    assert back["conn"].reveal() == {"user": "u", "password": "p", "$secret": {"x": 1}}
+
+
+def test_a_sealed_path_under_an_escaped_dict_stays_sealed() -> None:
+    _d, first, _ = _save({"e": {"$secret": Secret("s")}})
+    data, _doc, messages = _save({"e": {"$secret": "s"}}, first)
+    assert messages
+    back = loads(data, provider=LocalKeyProvider(PROVIDER_KEY))
+    assert isinstance(back["e"]["$secret"], Secret)
+
+
+def test_a_field_that_loses_its_declaration_stays_sealed() -> None:
+    @dataclasses.dataclass
+    class V1:
+        user: str
+        password: Annotated[str, veil.Secret]
+
+    @dataclasses.dataclass
+    class V2:  # the declaration was lost in a refactor
+        user: str
+        password: str
+
+    _d, first, _ = _save({"db": V1("u", "pw")})
+    data, _doc, messages = _save({"db": V2("u", "pw")}, first)
+    assert messages
+    assert "db.password" in messages[0]
+    stored = json.loads(data)["tree"]["db"]
+    assert stored["user"] == "u"
+    assert _is_sealed(stored["password"])
+
+
+def test_paths_gone_or_still_sealed_need_nothing() -> None:
+    _d, first, _ = _save({"a": Secret("x"), "b": Secret("y")})
+    _d, _doc, messages = _save({"a": Secret("x")}, first)
+    assert messages == []
+
+
+def test_sticky_paths_in_a_stack_across_saves_and_rotation(tmp_path: Path) -> None:
+    from veil.providers import PassphraseProvider
+
+    def provider() -> PassphraseProvider:
+        return PassphraseProvider(
+            passphrase="correct horse battery staple",
+            memory_cost=8,
+            iterations=1,
+            lanes=1,
+            insecure_weak_kdf=True,
+        )
+
+    backend = f"file://{tmp_path / 'state'}"
+    with veil.Stack.create(
+        "dev", backend=backend, secrets_provider=provider(), project_dir=tmp_path
+    ) as s:
+        s.export("db", {"password": veil.secret("pw"), "host": "h"})
+        s.save()
+        s.export("db", {"password": "pw", "host": "h"})
+        with pytest.warns(LeakWarning, match=r"db\.password"):
+            s.save()
+        assert isinstance(s.outputs["db"]["password"], Secret)  # sealed in memory too
+        s.export("db", {"password": Output.from_input("pw2"), "host": "h"})
+        s.rotate_key()
+        with pytest.warns(LeakWarning, match=r"db\.password"):
+            s.save()
+    with veil.Stack.open(
+        "dev", backend=backend, secrets_provider=provider(), project_dir=tmp_path
+    ) as s:
+        assert s.state_tree["outputs"]["db"]["password"].reveal() == "pw2"
+        assert s.state_tree["outputs"]["db"]["host"] == "h"
