@@ -821,3 +821,25 @@ def test_sticky_paths_in_a_stack_across_saves_and_rotation(tmp_path: Path) -> No
     ) as s:
         assert s.state_tree["outputs"]["db"]["password"].reveal() == "pw2"
         assert s.state_tree["outputs"]["db"]["host"] == "h"
+
+
+def test_an_output_the_leak_guard_seals_becomes_a_secret_output_in_the_stack(
+    tmp_path: Path,
+) -> None:
+    from veil.providers import PassphraseProvider
+
+    provider = PassphraseProvider(
+        passphrase="correct horse battery staple",
+        memory_cost=8,
+        iterations=1,
+        lanes=1,
+        insecure_weak_kdf=True,
+    )
+    backend = f"file://{tmp_path / 'state'}"
+    with veil.Stack.create(
+        "dev", backend=backend, secrets_provider=provider, project_dir=tmp_path
+    ) as s:
+        s.export("url", Output.from_input("postgres://app:pw-123456@db/app"))
+        with pytest.warns(LeakWarning, match="url"):
+            s.save()
+        assert isinstance(s.outputs["url"], Secret)
