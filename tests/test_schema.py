@@ -843,3 +843,90 @@ def test_an_output_the_leak_guard_seals_becomes_a_secret_output_in_the_stack(
         with pytest.warns(LeakWarning, match="url"):
             s.save()
         assert isinstance(s.outputs["url"], Secret)
+
+
+# --- property: declared fields of typed trees ------------------------------------------------
+
+
+@dataclasses.dataclass
+class PNode:
+    name: int
+    pw: Annotated[str, veil.Secret]
+    kids: list[Any]
+    by_name: dict[str, Any]
+
+
+@attrs.frozen(slots=True)
+class PLeaf:
+    id: int
+    token: str = veil.secret_field()
+    tags: tuple[int, ...] = ()
+
+
+class PPair(NamedTuple):
+    left: Any
+    key: Annotated[list[int], veil.Secret]
+
+
+TYPED = st.recursive(
+    st.builds(PLeaf, st.integers(), st.just("tok"), st.lists(st.integers(), max_size=2).map(tuple)),
+    lambda children: st.one_of(
+        st.builds(
+            PNode,
+            st.integers(),
+            st.just("pw"),
+            st.lists(children, max_size=3),
+            st.dictionaries(st.sampled_from(["a", "b"]), children, max_size=2),
+        ),
+        st.builds(PPair, children, st.lists(st.integers(), max_size=2)),
+        st.lists(children, max_size=3),
+    ),
+    max_leaves=12,
+)
+
+
+def _declared_paths(value: Any, prefix: str) -> tuple[list[str], Any]:
+    """(paths of declared secret fields, the plain form) of a typed tree."""
+    if isinstance(value, PNode):
+        kids = [_declared_paths(k, f"{prefix}.kids[{i}]") for i, k in enumerate(value.kids)]
+        named = {k: _declared_paths(v, f"{prefix}.by_name.{k}") for k, v in value.by_name.items()}
+        paths = [f"{prefix}.pw"] + [p for ps, _ in kids for p in ps]
+        paths += [p for ps, _ in named.values() for p in ps]
+        plain = {
+            "name": value.name,
+            "pw": "pw",
+            "kids": [f for _, f in kids],
+            "by_name": {k: f for k, (_, f) in named.items()},
+        }
+        return paths, plain
+    if isinstance(value, PLeaf):
+        return [f"{prefix}.token"], {"id": value.id, "token": "tok", "tags": list(value.tags)}
+    if isinstance(value, PPair):
+        paths, left = _declared_paths(value.left, f"{prefix}.left")
+        return [*paths, f"{prefix}.key"], {"left": left, "key": list(value.key)}
+    parts = [_declared_paths(v, f"{prefix}[{i}]") for i, v in enumerate(value)]
+    return [p for ps, _ in parts for p in ps], [f for _, f in parts]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TYPED)
+def test_every_declared_field_of_a_typed_tree_is_sealed_and_nothing_else(value: Any) -> None:
+    provider = LocalKeyProvider(PROVIDER_KEY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LeakWarning)
+        data = dumps({"t": value}, provider=provider, stack="dev")
+    back = loads(data, provider=provider)
+    expected_paths, plain = _declared_paths(value, "t")
+    assert sorted(_secret_paths(back)) == sorted(expected_paths)
+    assert veil.is_secret(Output.from_input(value)) == bool(expected_paths)
+
+    def opened(tree: Any) -> Any:
+        if isinstance(tree, Secret):
+            return tree.reveal()
+        if isinstance(tree, dict):
+            return {k: opened(v) for k, v in tree.items()}
+        if isinstance(tree, list):
+            return [opened(v) for v in tree]
+        return tree
+
+    assert opened(back) == {"t": plain}

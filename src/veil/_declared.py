@@ -256,6 +256,9 @@ class Shape(NamedTuple):
     """Attributes that are (or hold something) secret by declaration."""
 
 
+_PLAIN_TYPES: Final = frozenset(
+    {dict, list, tuple, str, int, float, bool, type(None), bytes, set, frozenset}
+)
 _SHAPES: weakref.WeakKeyDictionary[type, Shape | None] = weakref.WeakKeyDictionary()
 _TYPED_DICTS: weakref.WeakKeyDictionary[type, Spec | None] = weakref.WeakKeyDictionary()
 
@@ -464,6 +467,8 @@ def shape_of(cls: type) -> Shape | None:
     """How instances of ``cls`` are read as a mapping of fields (dataclasses, attrs
     classes, NamedTuples, Pulumi input classes), or None for any other class.
     Computed once per class."""
+    if cls in _PLAIN_TYPES:
+        return None  # the common case, without building a weak reference to look it up
     try:
         return _SHAPES[cls]
     except KeyError:
