@@ -131,18 +131,16 @@ def sticky_message(paths: list[Path], *, strict: bool, hint: str) -> str:
     """The warning (or, strict, the error) for plain values at sealed paths."""
     shown = ", ".join(format_path(p) for p in paths[:20])
     more = f" and {len(paths) - 20} more" if len(paths) > 20 else ""
+    what = f"the value at {shown}" if len(paths) == 1 else f"the values at {shown}{more}"
+    were = "was" if len(paths) == 1 else "were"
     cause = (
-        "was sealed in the previous save and is plain now (a type lost a secret field, "
-        "or secret() was dropped)"
+        f"{what} {were} sealed in the previous save and {'is' if were == 'was' else 'are'} "
+        "plain now (a type lost a secret field, or secret() was dropped)"
+    )
+    advice = (
+        "A sealed path stays sealed: mark it secret where it is made, or list the path "
+        f"in {hint} if it really is public now"
     )
     if strict:
-        return (
-            f"the value at {shown}{more} {cause}; nothing was written. A sealed path stays "
-            f"sealed: mark it secret where it is made, or list the path in {hint} if it "
-            "really is public now"
-        )
-    return (
-        f"the value at {shown}{more} {cause}, and was sealed anyway. A sealed path stays "
-        f"sealed: mark it secret where it is made, or list the path in {hint} if it "
-        "really is public now"
-    )
+        return f"{cause}; nothing was written. {advice}"
+    return f"{cause}; sealed anyway. {advice}"
