@@ -96,6 +96,45 @@ class InstanceArgs:
         self.password = password
 
 
+T = typing.TypeVar("T")
+# Like pulumi.Input: a forward reference that resolves only in the library's own module.
+PulumiInput = typing.Union[T, typing.Awaitable[T], "OutputOfElsewhere[T]"]  # noqa: F821
+
+
+class GeneratedArgs:
+    """Shaped like Pulumi's generated input classes: hints on __init__ and getters,
+    with an Input alias that get_type_hints cannot resolve here."""
+
+    _pulumi_input_type = True
+
+    def __init__(
+        self,
+        *,
+        host: PulumiInput[str],
+        password: Annotated[PulumiInput[str], veil.Secret],
+        token: PulumiInput[str],
+    ) -> None:
+        self.host = host
+        self.password = password
+        self.token = token
+
+    @property
+    def token_(self) -> str:  # not a field: a property of another name
+        return "x"
+
+
+class GeneratedArgsWithGetter:
+    _pulumi_input_type = True
+
+    def __init__(self, *, token: PulumiInput[str], host: PulumiInput[str]) -> None:
+        self.__dict__["token"] = token
+        self.__dict__["host"] = host
+
+    @property
+    def token(self) -> Annotated[PulumiInput[str] | None, veil.Secret]:
+        return typing.cast(str, self.__dict__["token"])
+
+
 def _cluster() -> Cluster:
     return Cluster(
         "c1",
@@ -930,3 +969,20 @@ def test_every_declared_field_of_a_typed_tree_is_sealed_and_nothing_else(value: 
         return tree
 
     assert opened(back) == {"t": plain}
+
+
+def test_pulumi_style_input_classes_declare_on_init_or_getter() -> None:
+    stored = _stored(
+        {
+            "a": GeneratedArgs(host="h", password="pw", token="plain-token"),
+            "b": GeneratedArgsWithGetter(token="t", host="h"),
+        }
+    )
+    assert stored["a"]["host"] == "h"
+    assert _is_sealed(stored["a"]["password"])
+    assert stored["a"]["token"] == "plain-token"
+    assert _is_sealed(stored["b"]["token"])
+    assert stored["b"]["host"] == "h"
+    o = Output.from_input(GeneratedArgs(host="h", password="pw", token="t"))
+    assert veil.is_secret(o)
+    assert veil.is_secret(o.password)

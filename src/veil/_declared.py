@@ -387,6 +387,27 @@ def _hints(cls: type, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return hints
 
 
+def _function_hints(fn: Any) -> dict[str, Any]:
+    """A function's type hints (Annotated kept), one by one where they do not all
+    resolve (Pulumi's ``Input[T]`` names ``Output`` only in its own module)."""
+    try:
+        return typing.get_type_hints(fn, include_extras=True)
+    except Exception:
+        try:
+            own = inspect.get_annotations(fn)
+        except Exception:
+            return {}
+        globalns = getattr(fn, "__globals__", {})
+        return {name: _resolve(hint, globalns, {}) for name, hint in own.items()}
+
+
+def _merge_hints(a: Any, b: Any) -> Any:
+    """Two hints of one field: the one that declares something secret wins."""
+    if a is None:
+        return b
+    return a if _spec_of_hint(a) is not None else b
+
+
 def _resolve(hint: Any, globalns: dict[str, Any], localns: dict[str, Any]) -> Any:
     if not isinstance(hint, str):
         return hint
@@ -441,11 +462,17 @@ def _compute_shape(cls: type) -> Shape | None:
     elif hasattr(cls, "_pulumi_input_type"):
         kind = _PULUMI
         fields = None
+        # Declared on the class, on __init__'s parameters or on a property's getter.
         hints = _hints(cls)
-        init = cls.__dict__.get("__init__")
-        if init is not None:
-            with contextlib.suppress(Exception):  # unresolvable: the class's own hints
-                hints.update(typing.get_type_hints(init, include_extras=True))
+        for name, member in vars(cls).items():
+            if name == "__init__" and callable(member):
+                own = _function_hints(member)
+                own.pop("return", None)
+                hints.update(own)
+            elif isinstance(member, property) and member.fget is not None:
+                got = _function_hints(member.fget).get("return")
+                if got is not None:
+                    hints[name] = _merge_hints(hints.get(name), got)
         for name, hint in hints.items():
             spec = _spec_of_hint(hint)
             if spec is not None:
