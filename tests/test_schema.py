@@ -986,3 +986,14 @@ def test_pulumi_style_input_classes_declare_on_init_or_getter() -> None:
     o = Output.from_input(GeneratedArgs(host="h", password="pw", token="t"))
     assert veil.is_secret(o)
     assert veil.is_secret(o.password)
+
+
+def test_a_dataclass_field_never_set_is_left_out() -> None:
+    @dataclasses.dataclass
+    class Partial:
+        pw: Annotated[str, veil.Secret]
+        later: str = dataclasses.field(init=False)
+
+    stored = _stored({"p": Partial("x")})["p"]
+    assert set(stored) == {"pw"}
+    assert _is_sealed(stored["pw"])

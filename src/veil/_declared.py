@@ -531,10 +531,16 @@ def spec_of_type(tp: Any) -> Spec | None:
     return _spec_of_hint(tp)
 
 
+_MISSING: Final = object()
+
+
 def _items(value: Any, shape: Shape) -> list[tuple[str, str, Any]]:
+    """(key, attribute, value) of each field an instance holds (a field that was never
+    set, as ``field(init=False)`` can be, is left out)."""
     if shape.fields is None:
         return [(k, k, v) for k, v in vars(value).items()]
-    return [(key, attr, getattr(value, attr)) for key, attr in shape.fields]
+    got = [(key, attr, getattr(value, attr, _MISSING)) for key, attr in shape.fields]
+    return [item for item in got if item[2] is not _MISSING]
 
 
 # --- applying a spec --------------------------------------------------------------------------

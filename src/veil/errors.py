@@ -202,8 +202,9 @@ class StateRollbackError(TrustError):
 
 
 class PlaintextLeakError(StateError):
-    """Strict mode: a plain value holds the plaintext of a secret, or looks like a
-    credential, and would have been written unencrypted."""
+    """Strict mode: a plain value holds the plaintext of a secret, looks like a
+    credential, or sits at a path the previous save sealed, and would have been
+    written unencrypted."""
 
 
 class ConfigError(VeilError):
@@ -221,6 +222,7 @@ class ConfigMissingError(ConfigError, KeyError):
 
 
 class LeakWarning(UserWarning):
-    """A plain value held the plaintext of a secret, or looked like a credential, and
-    was encrypted anyway. Mark it secret where it is made (``veil.secret``), or list its
-    path in ``allow_plaintext`` if it really is public."""
+    """A plain value held the plaintext of a secret, looked like a credential, or sat
+    at a path the previous save sealed, and was encrypted anyway. Mark it secret where
+    it is made (``veil.secret``, a declared field), or list its path in
+    ``allow_plaintext`` if it really is public."""
