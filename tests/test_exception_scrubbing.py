@@ -80,7 +80,7 @@ def test_os_error_filename_loses_the_secret() -> None:
 def test_attribute_error_obj_loses_the_secret() -> None:
     plaintext = _plaintext("obj")
     with pytest.raises(AttributeError) as info:
-        Output.secret(plaintext).apply(lambda v: v.no_such_attribute)
+        Output.secret(plaintext).apply(lambda v: v.no_such_attribute)  # type: ignore[attr-defined]
     _assert_no_plaintext(info.value, plaintext)
 
 
@@ -119,7 +119,8 @@ def test_members_of_an_exception_group_lose_the_secret() -> None:
     plaintext = _plaintext("group")
 
     def fail(v: str) -> None:
-        raise ExceptionGroup("several", [ValueError(v), KeyError(v)])  # noqa: F821
+        if sys.version_info >= (3, 11):  # the test is skipped before; mypy checks 3.10
+            raise ExceptionGroup("several", [ValueError(v), KeyError(v)])  # noqa: F821
 
     with pytest.raises(Exception, match="several") as info:
         Output.secret(plaintext).apply(fail)

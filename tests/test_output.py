@@ -174,9 +174,12 @@ def test_from_input_unwraps_output_of_container_inside_tuple_and_dataclass() -> 
 
 
 def test_from_input_does_not_rerun_attrs_converter_on_unchanged_instance() -> None:
+    def times_ten(v: list[int]) -> list[int]:
+        return [x * 10 for x in v]
+
     @attrs.define
     class Scaled:
-        n: list[int] = attrs.field(converter=lambda v: [x * 10 for x in v])
+        n: list[int] = attrs.field(converter=times_ten)
 
     s = Scaled([1])
     assert veil.reveal(Output.from_input({"s": s}))["s"].n == [10]
@@ -419,7 +422,7 @@ def test_all_unknown_member_makes_result_unknown() -> None:
 
 def test_all_mixing_positional_and_keyword_raises_usage_error() -> None:
     with pytest.raises(veil.UsageError) as info:
-        Output.all(1, x=2)
+        Output.all(1, x=2)  # type: ignore[call-overload]  # refused by the types too
     assert isinstance(info.value, ValueError)
     assert isinstance(info.value, veil.VeilError)
 
@@ -613,18 +616,24 @@ def test_contains_unknowns_on_cycles() -> None:
 
 
 def test_deferred_output_resolves_synchronously_from_resolved_output() -> None:
+    out: Output[str]
+    resolve: Callable[[Output[str]], None]
     out, resolve = deferred_output()
     resolve(veil.secret("v"))
     assert sync_state(out) == ("v", True, True)
 
 
 def test_deferred_output_is_pending_before_resolve() -> None:
+    out: Output[int]
+    _resolve: Callable[[Output[int]], None]
     out, _resolve = deferred_output()
     with pytest.raises(veil.PendingOutputError):
         veil.reveal(out)
 
 
 def test_deferred_output_chain_of_10000_applies_settles() -> None:
+    out: Output[int]
+    resolve: Callable[[Output[int]], None]
     out, resolve = deferred_output()
     o: Output[Any] = out
     for _ in range(10_000):
@@ -634,6 +643,8 @@ def test_deferred_output_chain_of_10000_applies_settles() -> None:
 
 
 def test_deferred_output_second_resolve_raises_usage_error() -> None:
+    _out: Output[int]
+    resolve: Callable[[Output[int]], None]
     _out, resolve = deferred_output()
     resolve(Output.from_input(1))
     with pytest.raises(veil.UsageError):
@@ -642,6 +653,8 @@ def test_deferred_output_second_resolve_raises_usage_error() -> None:
 
 def test_deferred_output_resolved_from_pending_output() -> None:
     async def main() -> tuple[Any, bool, bool]:
+        out: Output[int]
+        resolve: Callable[[Output[int]], None]
         out, resolve = deferred_output()
         resolve(Output.secret(later(3)))
         return await data(out)
@@ -872,7 +885,7 @@ def test_iterating_output_raises_type_error() -> None:
 def test_membership_test_on_output_raises_type_error() -> None:
     o = veil.secret(["hunter2"])
     with pytest.raises(TypeError):
-        _ = "hunter2" in o
+        _ = "hunter2" in o  # type: ignore[operator]  # refused by the types too
 
 
 def test_exception_in_apply_on_secret_carries_no_added_secret() -> None:
@@ -991,6 +1004,8 @@ def test_combination_json_dumps(known: bool, secret: bool, nest: str) -> None:
 
 
 def test_output_settles_after_an_awaiter_timed_out_in_a_closed_loop() -> None:
+    out: Output[int]
+    resolve: Callable[[Output[int]], None]
     out, resolve = deferred_output()
 
     async def give_up() -> None:

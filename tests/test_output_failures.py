@@ -7,6 +7,7 @@ import contextlib
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import pytest
 
@@ -149,7 +150,9 @@ def test_apply_returning_a_plain_container_stays_plain() -> None:
 def test_outputs_chained_and_settled_on_different_threads_all_settle() -> None:
     import threading
 
-    pairs = [veil.deferred_output() for _ in range(3000)]
+    pairs: list[tuple[Output[int], Callable[[Output[int]], None]]] = [
+        veil.deferred_output() for _ in range(3000)
+    ]
     derived: list[list[Output[int]]] = [[] for _ in pairs]
     start = threading.Barrier(3)
 

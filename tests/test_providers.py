@@ -10,7 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,24 @@ class TestLocalKeyCompliance(ProviderComplianceSuite):
         other = LocalKeyProvider(tmp_path / "b.key")
         other.describe()  # creates its key file
         return other
+
+
+@pytest.mark.parametrize("shows", ["data key", "wrapped key"])
+def test_compliance_suite_catches_a_repr_showing_key_material(tmp_path: Path, shows: str) -> None:
+    seen: list[bytes] = []
+
+    class Showing(LocalKeyProvider):
+        def wrap_key(self, data_key: bytes, context: Mapping[str, str]) -> bytes:
+            wrapped = super().wrap_key(data_key, context)
+            seen.append(data_key if shows == "data key" else wrapped)
+            return wrapped
+
+        def __repr__(self) -> str:
+            return f"Showing({seen[-1].hex() if seen else ''})"
+
+    suite = ProviderComplianceSuite()
+    with pytest.raises(AssertionError, match=f"repr shows the {shows}"):
+        suite.test_repr_does_not_show_a_wrapped_or_data_key(Showing(tmp_path / "k.key"))
 
 
 def new_identity() -> tuple[str, str]:

@@ -997,3 +997,15 @@ def test_a_dataclass_field_never_set_is_left_out() -> None:
     stored = _stored({"p": Partial("x")})["p"]
     assert set(stored) == {"pw"}
     assert _is_sealed(stored["pw"])
+
+
+def test_typeddict_of_typing_extensions_with_not_required_secret() -> None:
+    import typing_extensions
+
+    class Row(typing_extensions.TypedDict):
+        id: int
+        key: typing_extensions.NotRequired[Annotated[str, veil.Secret]]
+
+    marked = veil.mark_secret({"id": 1, "key": "k"}, type=Row)
+    assert isinstance(marked["key"], Secret)
+    assert marked["id"] == 1

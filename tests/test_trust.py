@@ -328,7 +328,9 @@ def test_the_config_records_what_protects_the_stack_and_changes_only_with_it(
 
 
 def test_a_stack_with_two_recipients_keeps_both_across_saves(victim: Victim) -> None:
-    other = LocalKeyProvider(victim.tmp / "other.key") if victim.kind != "file" else None
+    other: SecretsProvider | None = (
+        LocalKeyProvider(victim.tmp / "other.key") if victim.kind != "file" else None
+    )
     if other is None:
         other = PassphraseProvider(passphrase="another passphrase", kdf="pbkdf2")
     with victim.open() as stack:

@@ -13,6 +13,8 @@ from typing import Any, TypeVar, overload
 from . import providers, schema, state
 from ._redact import SecretRedactingFilter, install_log_filter, redact
 from ._secret import MASK, Secret, is_secret, reveal
+from .config import StackConfig
+from .crypto import ValueCipher
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .output import (
@@ -36,6 +38,7 @@ _V = TypeVar("_V")
 _S = TypeVar("_S", bound="str | bytes | int | float | bool | None")
 
 
+# secret and unsecret take the same inputs, so their overloads are the same list.
 @overload
 def secret(value: Output[_T]) -> Output[_T]: ...
 
@@ -140,7 +143,9 @@ __all__ = [
     "Secret",
     "SecretRedactingFilter",
     "Stack",
+    "StackConfig",
     "Unknown",
+    "ValueCipher",
     "__version__",
     "contains_unknowns",
     "deferred_output",

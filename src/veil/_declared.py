@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import contextlib
-import copy
-import inspect
 import json
 import re
 import sys
@@ -26,8 +24,6 @@ import typing
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, NamedTuple
-
-import typing_extensions
 
 from ._secret import Secret, is_output
 from .errors import SecretPathError
@@ -143,7 +139,7 @@ def merge(
 
 _NAME: Final = re.compile(r"[^\s.\[\]*\"'\\]+")
 _INDEX: Final = re.compile(r"(-?[0-9]+)\]")
-_scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+_QUOTED: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def _path_error(text: str, what: str, at: int) -> SecretPathError:
@@ -187,10 +183,14 @@ def parse_path(text: str) -> tuple[Element, ...]:
                 out.append(ANY)
                 i = j + 2
             elif text.startswith('"', j):
+                quoted = _QUOTED.match(text, j)
                 try:
-                    key, end = _scanstring(text, j + 1)
+                    if quoted is None:
+                        raise ValueError
+                    key = json.loads(quoted.group())
                 except ValueError:
                     raise _path_error(text, "a quoted key is not a valid JSON string", j) from None
+                end = quoted.end()
                 if not text.startswith("]", end):
                     raise _path_error(text, "']' must close a quoted key", end)
                 out.append(key)
@@ -262,14 +262,9 @@ _PLAIN_TYPES: Final = frozenset(
 _SHAPES: weakref.WeakKeyDictionary[type, Shape | None] = weakref.WeakKeyDictionary()
 _TYPED_DICTS: weakref.WeakKeyDictionary[type, Spec | None] = weakref.WeakKeyDictionary()
 
-# Annotations that wrap a type without changing what the value is.
-_WRAPPER_NAMES: Final = ("Required", "NotRequired", "ReadOnly", "ClassVar", "Final")
-_WRAPPERS: Final = frozenset(
-    w
-    for mod in (typing, typing_extensions)
-    for w in (getattr(mod, n, None) for n in _WRAPPER_NAMES)
-    if w is not None
-)
+# Annotations that wrap a type without changing what the value is (typing's or
+# typing_extensions', by name: veil does not import typing_extensions at start).
+_WRAPPER_NAMES: Final = frozenset({"Required", "NotRequired", "ReadOnly", "ClassVar", "Final"})
 _SEQUENCES: Final = frozenset(
     {list, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set, cabc.MutableSet}
     | {cabc.Iterable, cabc.Collection}
@@ -311,10 +306,10 @@ def _spec_of_hint(hint: Any) -> Spec | None:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is None:
-        if isinstance(hint, type) and typing_extensions.is_typeddict(hint):
+        if _is_typeddict(hint):
             return _typeddict_spec(hint)
         return None  # instances of typed classes are read by their own shape
-    if origin in _WRAPPERS:
+    if getattr(origin, "_name", None) in _WRAPPER_NAMES:
         return _spec_of_hint(args[0]) if args else None
     if origin in _UNIONS:
         spec: Spec | None = None
@@ -338,6 +333,16 @@ def _spec_of_hint(hint: Any) -> Spec | None:
     if args and (origin is cabc.Awaitable or hasattr(origin, "_veil_snapshot_")):
         return _spec_of_hint(args[0])  # Input[T]: an Output or awaitable of T
     return None
+
+
+def _is_typeddict(hint: Any) -> bool:
+    # By shape, so TypedDicts of typing and of typing_extensions both count.
+    return (
+        isinstance(hint, type)
+        and issubclass(hint, dict)
+        and hasattr(hint, "__total__")
+        and hasattr(hint, "__required_keys__")
+    )
 
 
 def _with_any(inner: Spec | None) -> Spec | None:
@@ -375,6 +380,8 @@ def _hints(cls: type, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         for base in reversed(cls.__mro__):
             if base is object:
                 continue
+            import inspect  # only for annotations that do not all resolve
+
             try:
                 own = inspect.get_annotations(base)
             except Exception:  # annotations that cannot even be read: none to use
@@ -393,6 +400,8 @@ def _function_hints(fn: Any) -> dict[str, Any]:
     try:
         return typing.get_type_hints(fn, include_extras=True)
     except Exception:
+        import inspect  # only for annotations that do not all resolve
+
         try:
             own = inspect.get_annotations(fn)
         except Exception:
@@ -626,6 +635,8 @@ def _replace(value: Any, shape: Shape, changes: dict[str, Any]) -> Any:
     converters do not run again, frozen and slotted classes work."""
     if shape.kind == _NAMEDTUPLE:
         return value._replace(**changes)
+    import copy  # only when mark_secret changes a typed instance
+
     new = copy.copy(value)
     for attr, v in changes.items():
         object.__setattr__(new, attr, v)

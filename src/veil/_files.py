@@ -78,6 +78,7 @@ def create_new(path: Path, data: bytes, mode: int = 0o600) -> bool:
     never seen partly written. Where hard links are not supported, the file is
     created with ``O_EXCL`` and written in place. Raises ``OSError``.
     """
+    # The same temp-file steps as write_atomic, then a link instead of a rename.
     folder = path.parent
     tmp = _write_temp(folder, path.name, data, mode, False)
     try:

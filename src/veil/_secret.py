@@ -95,6 +95,8 @@ class Secret(Generic[T]):
 
     __hash__ = None  # type: ignore[assignment]
 
+    # Each class holding key material or plaintext refuses pickling in its own words
+    # (PassphraseCrypter, Document, ValueCipher, ...): the message says what it holds.
     def __reduce__(self) -> NoReturn:
         raise SecretPickleError(
             "a Secret cannot be pickled: the pickle would hold its plaintext. "

@@ -189,6 +189,7 @@ class Output(Generic[T_co]):
             cell = self._pending
             if cell is None or cell.failed:
                 return
+            # Field assignments, like Stack.__init__'s: alike in shape only.
             self._value = value
             self._known = known
             self._secret = secret
@@ -547,6 +548,7 @@ class Output(Generic[T_co]):
         return self
 
     # --- constructors and combinators --------------------------------------------------
+    # from_input, secret and unsecret take the same inputs: the same overload list each.
 
     @overload
     @staticmethod

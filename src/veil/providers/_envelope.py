@@ -46,6 +46,7 @@ class KeyWrap:
         self._what = what
         self._failure = failure
 
+    # repr and pickling refused as in StackConfig and the other key holders: one each.
     def __repr__(self) -> str:
         return f"KeyWrap({self._what})"
 

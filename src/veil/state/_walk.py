@@ -17,7 +17,8 @@ from math import isfinite as _isfinite
 from typing import Any
 
 from .._declared import fields_mapping, shape_of
-from .._secret import Secret
+from .._inputs import Unknown
+from .._secret import Secret, is_output
 from ..crypto import ValueCipher
 from ..errors import (
     DecryptionError,
@@ -43,13 +44,7 @@ from ._canonical import (
 __all__ = ["Opener", "Rebuilder", "Sealer", "rebuild", "resolve"]
 
 
-def _is_output(value: object) -> bool:
-    return hasattr(type(value), "_veil_snapshot_")
-
-
 def _unknown_type_error(value: object, path: Sequence[str | int]) -> VeilError:
-    from ..output import Unknown  # only for the error: state works without outputs
-
     if isinstance(value, Unknown):
         return UnknownValueError(
             f"the value at {format_path(path)} is unknown (a preview value); "
@@ -92,7 +87,7 @@ def _plain(value: Any, path: tuple[str | int, ...]) -> Any:
     if t is float:
         _check_float(value, path)
         return value
-    if t is dict or (isinstance(value, Mapping) and not _is_output(value)):
+    if t is dict or (isinstance(value, Mapping) and not is_output(value)):
         out: dict[str, Any] = {}
         for k, v in value.items():
             if type(k) is not str:
@@ -103,7 +98,7 @@ def _plain(value: Any, path: tuple[str | int, ...]) -> Any:
         return [_plain(v, (*path, i)) for i, v in enumerate(value)]
     if t is Secret:
         return _plain(value.reveal(), path)
-    if _is_output(value):
+    if is_output(value):
         return _plain(_snapshot(value, path)[0], path)
     if isinstance(value, str):
         return str.__str__(value)
@@ -176,7 +171,7 @@ class Sealer:
             return self.sequence(v, pws)
         if isinstance(v, Secret):
             return self.secret(v, aad)
-        if _is_output(v):
+        if is_output(v):
             inner, secret = _snapshot(v, leaf_path(aad))
             if secret:
                 marker = {SECRET_KEY: ""}
@@ -339,7 +334,7 @@ async def resolve(value: Any, path: tuple[str | int, ...]) -> Any:
     t = type(value)
     if t is str or t is int or t is float or t is bool or value is None:
         return value
-    if t is dict or (isinstance(value, Mapping) and not _is_output(value)):
+    if t is dict or (isinstance(value, Mapping) and not is_output(value)):
         return {k: await resolve(v, (*path, k)) for k, v in value.items()}
     if t is list or t is tuple:
         return [await resolve(v, (*path, i)) for i, v in enumerate(value)]
@@ -348,7 +343,7 @@ async def resolve(value: Any, path: tuple[str | int, ...]) -> Any:
         if type(inner) in (str, int, float, bool) or inner is None:
             return value
         return Secret(await resolve(inner, path))
-    if _is_output(value):
+    if is_output(value):
         inner, known, secret, _resources = await value._veil_resolve_()
         if not known:
             raise UnknownValueError(

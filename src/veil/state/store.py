@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
-from .._files import fsync_dir, write_atomic
+from .._files import create_new, fsync_dir, write_atomic
 from ..errors import InvalidStackNameError, StackNotFoundError, StateError, StateLockedError
 
 __all__ = [
@@ -163,6 +163,7 @@ class StackLock(abc.ABC):
     def release(self) -> None:
         """Give the lock up. Calling it again does nothing."""
 
+    # The context-manager protocol as Stack's: each releases its own resource.
     def __enter__(self) -> StackLock:
         return self
 
@@ -400,9 +401,10 @@ class FileStore(StateStore):
     def _acquire(self, stack: str, info: LockInfo) -> None:
         path = self._lock_path(stack)
         self._ensure_dir(path.parent)
-        # Two rounds at most: the second follows the takeover of a stale lock.
+        # Three tries at most: a stale lock taken over, or an empty record removed,
+        # leads to one more try each.
         for _ in range(3):
-            if self._try_create(path, info):
+            if create_new(path, info.to_json()):
                 self._remove_old_lock_leftovers(path)
                 return
             holder = self._read_lock(path)
@@ -438,44 +440,6 @@ class FileStore(StateStore):
             f"with FileStore({str(self.root)!r}).break_lock({stack!r}) "
             f"(or delete {self._lock_path(stack)})."
         )
-
-    @staticmethod
-    def _try_create(path: Path, info: LockInfo) -> bool:
-        """Create the lock file holding ``info``; False if it exists.
-
-        The record is written to a private file first and then hard-linked into place
-        (link fails if the name exists, like ``O_CREAT|O_EXCL``), so a lock file is
-        never seen empty, even if its writer is killed half way.
-        """
-        tmp = path.with_name(f".{path.name}.{info.token}.tmp")
-        if not FileStore._try_create_excl(tmp, info, sync=False):
-            return FileStore._try_create_excl(path, info)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError:  # no hard links on this file system
-            return FileStore._try_create_excl(path, info)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        return True
-
-    @staticmethod
-    def _try_create_excl(path: Path, info: LockInfo, *, sync: bool = True) -> bool:
-        try:
-            fd = os.open(
-                path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600
-            )
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, info.to_json())
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        return True
 
     @staticmethod
     def _read_lock(path: Path) -> LockInfo | None:
@@ -519,7 +483,7 @@ class FileStore(StateStore):
         """
         guard = path.with_name(path.name + ".break")
         me = LockInfo.current("takeover")
-        if not self._try_create(guard, me):
+        if not create_new(guard, me.to_json()):
             holder = self._read_lock(guard)
             if holder is not None and holder.host == me.host and not _pid_alive(holder.pid):
                 with contextlib.suppress(FileNotFoundError):

@@ -31,6 +31,7 @@ from ._checkpoint import (
 from ._crypter import CHECK_PLAINTEXT, KDF_ITERATIONS, PassphraseCrypter, passphrase_from_env
 from ._stack_config import PulumiStackConfig
 
+# The format warning above is also in _crypter's docstring on purpose: users read this.
 __all__ = [
     "CHECK_PLAINTEXT",
     "KDF_ITERATIONS",

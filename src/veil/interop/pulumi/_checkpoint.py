@@ -233,6 +233,8 @@ def _plain(node: Any, path: list[str | int]) -> Any:
     if isinstance(node, Secret) or is_output(node):
         return _plain(reveal(node), path)
     if isinstance(node, dict):
+        # The container loop of _dump_node below, without its secret handling: a
+        # shared walker would need a hook per leaf kind for two six-line loops.
         out: dict[str, Any] = {}
         for key, value in node.items():
             if not isinstance(key, str):
