@@ -70,6 +70,7 @@ BLOCKS: dict[str, int] = {
     "outputs.md": 9,
     "performance.md": 0,
     "providers.md": 7,
+    "schemas.md": 5,
     "pulumi.md": 6,
     "security.md": 0,
     "stacks.md": 9,

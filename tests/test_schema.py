@@ -98,7 +98,7 @@ class InstanceArgs:
 
 T = typing.TypeVar("T")
 # Like pulumi.Input: a forward reference that resolves only in the library's own module.
-PulumiInput = typing.Union[T, typing.Awaitable[T], "OutputOfElsewhere[T]"]  # noqa: F821
+PulumiInput = typing.Union[T, typing.Awaitable[T], "OutputOfElsewhere[T]"]  # type: ignore[name-defined]  # noqa: F821
 
 
 class GeneratedArgs:
@@ -421,7 +421,7 @@ def test_malformed_path_is_a_typed_error_quoting_it(path: str) -> None:
 
 
 def test_mark_secret_marks_paths_and_leaves_the_argument_unchanged() -> None:
-    value = {
+    value: dict[str, Any] = {
         "conn": {"host": "h", "password": "pw"},
         "hosts": ["a", "b", "c"],
         "users": [{"name": "ann", "token": "t1"}, {"name": "bob", "token": "t2"}],
@@ -653,8 +653,8 @@ def trees_and_paths(draw: Any) -> tuple[Any, list[tuple[Any, ...]], list[str]]:
         patterns.append(tuple(pattern))
     for extra in draw(st.lists(st.lists(KEYS, min_size=1, max_size=3), max_size=2)):
         patterns.append(tuple(extra))  # paths that may match nothing
-    for pattern in patterns:
-        texts.append(_text(pattern, draw))
+    for done in patterns:
+        texts.append(_text(done, draw))
     return tree, patterns, texts
 
 
