@@ -15,7 +15,6 @@ neither: Outputs are recognised by their hooks.
 from __future__ import annotations
 
 import collections.abc as cabc
-import contextlib
 import json
 import re
 import sys
@@ -259,7 +258,7 @@ class Shape(NamedTuple):
 _PLAIN_TYPES: Final = frozenset(
     {dict, list, tuple, str, int, float, bool, type(None), bytes, set, frozenset}
 )
-_SHAPES: weakref.WeakKeyDictionary[type, Shape | None] = weakref.WeakKeyDictionary()
+_SHAPES: dict[int, tuple[weakref.ref[type], Shape | None]] = {}
 _TYPED_DICTS: weakref.WeakKeyDictionary[type, Spec | None] = weakref.WeakKeyDictionary()
 
 # Annotations that wrap a type without changing what the value is (typing's or
@@ -504,17 +503,27 @@ def shape_of(cls: type) -> Shape | None:
     classes, NamedTuples, Pulumi input classes), or None for any other class.
     Computed once per class."""
     if cls in _PLAIN_TYPES:
-        return None  # the common case, without building a weak reference to look it up
-    try:
-        return _SHAPES[cls]
-    except KeyError:
-        pass
-    except TypeError:  # a class that takes no weak reference
-        return None
+        return None  # the common case
+    # Keyed by id, with a weak reference that must still be the class: a lookup makes
+    # no weak reference (as WeakKeyDictionary's does), and a collected class's entry
+    # goes with it.
+    entry = _SHAPES.get(id(cls))
+    if entry is not None and entry[0]() is cls:
+        return entry[1]
     shape = _compute_shape(cls)
-    with contextlib.suppress(TypeError):
-        _SHAPES[cls] = shape
+    key = id(cls)
+    try:
+        ref = weakref.ref(cls, lambda r: _forget(key, r))
+    except TypeError:  # a class that takes no weak reference: not cached
+        return shape
+    _SHAPES[key] = (ref, shape)
     return shape
+
+
+def _forget(key: int, ref: weakref.ref[type]) -> None:
+    entry = _SHAPES.get(key)
+    if entry is not None and entry[0] is ref:
+        del _SHAPES[key]
 
 
 def declares_secret(cls: type) -> bool:

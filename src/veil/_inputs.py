@@ -276,7 +276,7 @@ def walk(root: Any, acc: Acc, outputs: OutputKind) -> Generator[Any, None, Any]:
             elif isinstance(cur, tuple):
                 kind = _TUPLE
                 if type(cur) is not tuple and declares_secret(type(cur)):
-                    acc.secret = True  # a NamedTuple with a secret field
+                    acc.secret |= True  # a NamedTuple with a secret field
             elif isawaitable(cur):
                 cur = outputs.from_awaitable(cur)
                 continue
@@ -286,7 +286,7 @@ def walk(root: Any, acc: Acc, outputs: OutputKind) -> Generator[Any, None, Any]:
                     break  # any other object is a leaf
                 kind = _OBJ
                 if declares_secret(type(cur)):
-                    acc.secret = True  # its class declares a secret field
+                    acc.secret |= True  # its class declares a secret field
             seen = memo.get(id(cur))
             if seen is not None:
                 if seen is _IN_PROGRESS:

@@ -113,20 +113,17 @@ def _scan(val: Any) -> tuple[bool, bool]:
         v = todo.pop()
         if type(v) in SCALARS:
             continue
+        if type(v) not in (dict, list) and declares_secret(type(v)):
+            secret |= True  # an instance of a class that declares a secret field
         if isinstance(v, Unknown):
             unknown = True
         elif isinstance(v, Secret):
             secret = True
         elif isinstance(v, Output):
             secret = secret or (v._pending is None and v._secret)
-        elif isinstance(v, (dict, list, tuple)):
-            if id(v) not in seen:
-                seen.add(id(v))
-                todo.extend(dict.values(v) if isinstance(v, dict) else v)
-                if type(v) not in (dict, list, tuple) and declares_secret(type(v)):
-                    secret = True
-        elif declares_secret(type(v)):
-            secret = True  # an instance of a class that declares a secret field
+        elif isinstance(v, (dict, list, tuple)) and id(v) not in seen:
+            seen.add(id(v))
+            todo.extend(dict.values(v) if isinstance(v, dict) else v)
         if unknown and secret:
             break
     return unknown, secret
