@@ -72,6 +72,7 @@ BLOCKS: dict[str, int] = {
     "outputs.md": 9,
     "performance.md": 0,
     "providers.md": 8,
+    "schemas.md": 5,
     "pulumi.md": 6,
     "rotation.md": 0,
     "security.md": 0,

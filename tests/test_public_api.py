@@ -125,7 +125,12 @@ EXPECTED_ALL: dict[str, set[str]] = {
         "SecretRedactingFilter", "Stack", "StackConfig", "Unknown", "ValueCipher",
         "__version__", "contains_unknowns", "deferred_output", "install_log_filter",
         "is_secret", "providers", "redact", "reveal", "secret", "state", "unsecret",
+        "mark_secret", "register_secret_paths", "schema", "secret_field",
         # and every error class, re-exported from veil.errors
+    },
+    "veil.schema": {
+        "ENTRY_POINT_GROUP", "SECRET_METADATA", "mark_secret", "register_secret_paths",
+        "registered_secret_paths", "secret_field",
     },
     "veil.state": {
         "DEFAULT_HISTORY_SIZE", "DEFAULT_STATE_URL", "STORE_ENTRY_POINT_GROUP", "Document",
@@ -156,7 +161,8 @@ EXPECTED_ALL: dict[str, set[str]] = {
         "PassphraseRequiredError", "PendingOutputError", "PlaintextLeakError",
         "ProviderAccessError", "ProviderConfigError", "ProviderError", "ProviderKeyError",
         "ProviderUnavailableError", "StoreAccessError", "StoreUnavailableError",
-        "SecretPickleError", "StackExistsError", "StackNotFoundError", "StateError",
+        "SchemaError", "SecretPathError", "UnknownSchemaError", "SecretPickleError",
+        "StackExistsError", "StackNotFoundError", "StateError",
         "StateFormatError", "StateIntegrityError", "StateLockedError", "StateRollbackError",
         "TrustError", "UnknownProviderError", "UnknownValueError", "UsageError", "VeilError",
     },

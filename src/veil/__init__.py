@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar, overload
 
-from . import providers, state
+from . import providers, schema, state
 from ._redact import LogFilterHandle, SecretRedactingFilter, install_log_filter, redact
 from ._secret import MASK, Secret, is_secret, reveal
 from .config import StackConfig
@@ -27,6 +27,7 @@ from .output import (
     contains_unknowns,
     deferred_output,
 )
+from .schema import mark_secret, register_secret_paths, secret_field
 from .stack import Stack
 
 __version__ = "0.1.0"
@@ -151,10 +152,14 @@ __all__ = [
     "deferred_output",
     "install_log_filter",
     "is_secret",
+    "mark_secret",
     "providers",
     "redact",
+    "register_secret_paths",
     "reveal",
+    "schema",
     "secret",
+    "secret_field",
     "state",
     "unsecret",
     *_errors_all,

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from collections.abc import Awaitable as _AwaitableABC
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar, Union
 
+from ._declared import declares_secret
 from ._secret import Secret
 from .errors import UsageError
 
@@ -274,6 +275,8 @@ def walk(root: Any, acc: Acc, outputs: OutputKind) -> Generator[Any, None, Any]:
                 kind = _LIST
             elif isinstance(cur, tuple):
                 kind = _TUPLE
+                if type(cur) is not tuple and declares_secret(type(cur)):
+                    acc.secret |= True  # a NamedTuple with a secret field
             elif isawaitable(cur):
                 cur = outputs.from_awaitable(cur)
                 continue
@@ -282,6 +285,8 @@ def walk(root: Any, acc: Acc, outputs: OutputKind) -> Generator[Any, None, Any]:
                 if names is None:
                     break  # any other object is a leaf
                 kind = _OBJ
+                if declares_secret(type(cur)):
+                    acc.secret |= True  # its class declares a secret field
             seen = memo.get(id(cur))
             if seen is not None:
                 if seen is _IN_PROGRESS:

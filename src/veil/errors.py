@@ -27,6 +27,8 @@ __all__ = [
     "ProviderError",
     "ProviderKeyError",
     "ProviderUnavailableError",
+    "SchemaError",
+    "SecretPathError",
     "SecretPickleError",
     "StackExistsError",
     "StackNotFoundError",
@@ -39,6 +41,7 @@ __all__ = [
     "StoreUnavailableError",
     "TrustError",
     "UnknownProviderError",
+    "UnknownSchemaError",
     "UnknownValueError",
     "UsageError",
     "VeilError",
@@ -81,6 +84,27 @@ class UsageError(VeilError, ValueError):
 
 class SecretPickleError(VeilError, TypeError):
     """Pickling a secret is refused: a pickle would hold its plaintext."""
+
+
+# --- Secret by declaration ------------------------------------------------------------
+
+
+class SchemaError(VeilError):
+    """Base class of errors about declared secret fields and secret paths
+    (``veil.mark_secret``, ``veil.register_secret_paths``, the ``veil.secret_schemas``
+    entry points)."""
+
+
+class SecretPathError(SchemaError, ValueError):
+    """A secret path is malformed. The message quotes the path and says where it
+    goes wrong; paths look like ``conn.password``, ``hosts[0]``, ``users[*].token``,
+    ``zones.*.apiKey`` or ``tags["a.b"]``."""
+
+
+class UnknownSchemaError(SchemaError, LookupError):
+    """No secret paths are registered for a type token: neither by
+    ``veil.register_secret_paths`` nor by an installed ``veil.secret_schemas`` entry
+    point."""
 
 
 # --- Cryptography ----------------------------------------------------------------------
@@ -203,8 +227,9 @@ class StateRollbackError(TrustError):
 
 
 class PlaintextLeakError(StateError):
-    """Strict mode: a plain value holds the plaintext of a secret, or looks like a
-    credential, and would have been written unencrypted."""
+    """Strict mode: a plain value holds the plaintext of a secret, looks like a
+    credential, or sits at a path the previous save sealed, and would have been
+    written unencrypted."""
 
 
 class ConfigError(VeilError):
@@ -222,6 +247,7 @@ class ConfigMissingError(ConfigError, KeyError):
 
 
 class LeakWarning(UserWarning):
-    """A plain value held the plaintext of a secret, or looked like a credential, and
-    was encrypted anyway. Mark it secret where it is made (``veil.secret``), or list its
-    path in ``allow_plaintext`` if it really is public."""
+    """A plain value held the plaintext of a secret, looked like a credential, or sat
+    at a path the previous save sealed, and was encrypted anyway. Mark it secret where
+    it is made (``veil.secret``, a declared field), or list its path in
+    ``allow_plaintext`` if it really is public."""

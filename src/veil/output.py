@@ -37,6 +37,7 @@ from typing import (
 if TYPE_CHECKING:
     import asyncio
 
+from ._declared import declares_secret, field_is_secret
 from ._inputs import (
     NO_RESOURCES,
     SCALARS,
@@ -112,6 +113,8 @@ def _scan(val: Any) -> tuple[bool, bool]:
         v = todo.pop()
         if type(v) in SCALARS:
             continue
+        if type(v) not in (dict, list) and declares_secret(type(v)):
+            secret |= True  # an instance of a class that declares a secret field
         if isinstance(v, Unknown):
             unknown = True
         elif isinstance(v, Secret):
@@ -474,7 +477,12 @@ class Output(Generic[T_co]):
             raise AttributeError(f"'Output' object has no attribute '{item}'")
 
         def lift(v: Any) -> Any:
-            return UNKNOWN if isinstance(v, Unknown) else getattr(v, item)
+            if isinstance(v, Unknown):
+                return UNKNOWN
+            got = getattr(v, item)
+            if type(v) not in SCALARS and field_is_secret(type(v), item):
+                return Output.secret(got)  # a field its class declares secret
+            return got
 
         return self.apply(lift, True)
 

@@ -166,13 +166,18 @@ def _mismatch(name: str, path: Path, what: str) -> ConfigStateMismatchError:
 def _seal_member(container: Any, key: str | int) -> None:
     """``container[key]`` becomes a Secret, if the container holds that member."""
     if isinstance(container, dict) and key in container:
-        container[key] = Secret(container[key])
+        container[key] = _as_secret(container[key])
     if (
         isinstance(container, list)
         and isinstance(key, int)
         and -len(container) <= key < len(container)
     ):
-        container[key] = Secret(container[key])
+        container[key] = _as_secret(container[key])
+
+
+def _as_secret(value: Any) -> Any:
+    """A Secret of ``value``; a secret Output of an Output (a Secret cannot hold one)."""
+    return Output.secret(value) if isinstance(value, Output) else Secret(value)
 
 
 def _lock_timeout(value: float | None) -> float:

@@ -16,6 +16,7 @@ from json.encoder import encode_basestring_ascii as _enc_str
 from math import isfinite as _isfinite
 from typing import Any
 
+from .._declared import fields_mapping, shape_of
 from .._inputs import Unknown
 from .._secret import Secret, is_output
 from ..crypto import ValueCipher
@@ -93,7 +94,7 @@ def _plain(value: Any, path: tuple[str | int, ...]) -> Any:
                 raise _key_error(k, path)
             out[k] = _plain(v, (*path, k))
         return out
-    if t is list or t is tuple or isinstance(value, (list, tuple)):
+    if t is list or t is tuple or (isinstance(value, (list, tuple)) and shape_of(t) is None):
         return [_plain(v, (*path, i)) for i, v in enumerate(value)]
     if t is Secret:
         return _plain(value.reveal(), path)
@@ -109,6 +110,9 @@ def _plain(value: Any, path: tuple[str | int, ...]) -> Any:
         return _plain(float(value), path)
     if isinstance(value, Secret):
         return _plain(value.reveal(), path)
+    shape = shape_of(t)
+    if shape is not None:  # a dataclass, attrs class, NamedTuple: a mapping of its fields
+        return _plain(fields_mapping(value, shape), path)
     raise _unknown_type_error(value, path)
 
 
@@ -185,6 +189,10 @@ class Sealer:
             return self.slow(float(v), pws, aad)
         if isinstance(v, Mapping):
             return self.mapping(dict(v), pws)
+        shape = shape_of(t)
+        if shape is not None:
+            # A typed instance is a mapping of its fields, declared ones marked secret.
+            return self.mapping(fields_mapping(v, shape), pws)
         if isinstance(v, (list, tuple)):
             return self.sequence(list(v), pws)
         raise _unknown_type_error(v, leaf_path(aad))
@@ -346,6 +354,9 @@ async def resolve(value: Any, path: tuple[str | int, ...]) -> Any:
         if secret:
             return Secret(resolved) if not isinstance(resolved, Secret) else resolved
         return resolved
+    shape = shape_of(t)
+    if shape is not None:
+        return await resolve(fields_mapping(value, shape), path)
     return value
 
 

@@ -52,6 +52,7 @@ from ._canonical import (
     make_canonical_encoder,
     render_tree,
 )
+from ._sticky import keep_sealed, sticky_message
 from ._walk import Opener, Sealer, rebuild, resolve
 from .leaks import PathLike, find_leaks, leak_message, normalise_allow, strict_from_env
 from .store import validate_stack_name
@@ -120,7 +121,8 @@ class Document:
       (equal to ``loads`` of the bytes).
     - ``stack``, ``serial``, ``key_id``, ``providers``: the document's clear fields.
     - ``cipher``: the :class:`~veil.crypto.ValueCipher` of the data key.
-    - ``guarded``: the paths of plain values the leak guard sealed in this save.
+    - ``guarded``: the paths of plain values sealed anyway in this save: by the leak
+      guard, or because the previous document had them sealed.
 
     Pass it as ``previous`` to the next save of the stack: the data key is reused
     (no provider call) and unchanged secrets keep their ciphertexts. It holds the data
@@ -369,6 +371,11 @@ def dump_document(
       Paths in ``allow_plaintext`` stay plain. The warning points at the caller's line
       (``stacklevel`` as for :func:`warnings.warn`; raise it when calling from a
       wrapper) and names ``leak_hint`` as the way to allow a path.
+    - A sealed path stays sealed: a plain value at a path where ``previous`` holds a
+      sealed value (a type lost a secret field, a refactor dropped ``secret()``) is
+      sealed anyway, with a :class:`~veil.LeakWarning` naming the path (strict:
+      :class:`~veil.PlaintextLeakError`), unless the path is in ``allow_plaintext``;
+      a container there is sealed whole. This holds across rotations too.
     """
     return _dump(
         tree,
@@ -460,6 +467,16 @@ def _dump(
     )
 
 
+def _allowed(allow_plaintext: Iterable[PathLike]) -> Callable[[tuple[str | int, ...]], bool]:
+    """Whether a path is listed in ``allow_plaintext``."""
+    names, paths = normalise_allow(allow_plaintext)
+
+    def allowed(full: tuple[str | int, ...]) -> bool:
+        return full in paths or format_path(full) in names or ".".join(map(str, full)) in names
+
+    return allowed
+
+
 def _dump_checked(
     tree: Any,
     *,
@@ -488,20 +505,36 @@ def _dump_checked(
             "the tree is nested too deeply or refers to itself; state must be a tree"
         ) from None
 
+    guarded: tuple[tuple[str | int, ...], ...] = ()
+    if previous is not None and previous._sealed:
+        # A sealed path stays sealed: a plain value where the previous document had a
+        # sealed one is sealed again (before the leak guard, which then knows it).
+        stored, leaves, kept = keep_sealed(
+            stored,
+            leaves,
+            previous._sealed,
+            stack=stack,
+            in_place=sealer.markers,
+            allowed=_allowed(allow_plaintext),
+        )
+        if kept and strict:
+            raise PlaintextLeakError(sticky_message(kept, strict=True, hint=leak_hint))
+        if kept:
+            warnings.warn(
+                sticky_message(kept, strict=False, hint=leak_hint),
+                LeakWarning,
+                stacklevel=stacklevel,
+            )
+            guarded = tuple(kept)
+
     leaks = find_leaks(
         sealer.strings,
         [p for p, k, _a, _m in leaves if type(p) is str],
         [p for p, k, _a, _m in leaves if type(p) is not str],
     )
-    guarded: tuple[tuple[str | int, ...], ...] = ()
     if leaks:
-        names, paths = normalise_allow(allow_plaintext)
-
-        def allowed(full: tuple[str | int, ...]) -> bool:
-            return full in paths or format_path(full) in names or ".".join(map(str, full)) in names
-
         count = len(sealer.leaves)
-        replaced, reported = sealer.replace_leaks(stored, leaks, allowed)
+        replaced, reported = sealer.replace_leaks(stored, leaks, _allowed(allow_plaintext))
         if reported and strict:
             raise PlaintextLeakError(leak_message(reported, strict=True, hint=leak_hint))
         if reported:
@@ -512,7 +545,7 @@ def _dump_checked(
             )
             stored = replaced
             leaves.extend((v, v, aad, m) for v, aad, m in sealer.leaves[count:])
-            guarded = tuple(p for p, _reason in reported)
+            guarded += tuple(p for p, _reason in reported)
 
     sealed: dict[str, tuple[str | bytes, str]] = {}
     fresh: list[tuple[Any, str | bytes, str, dict[str, str]]] = []
