@@ -12,6 +12,7 @@ __all__ = [
     "ConfigMissingError",
     "ConfigStateMismatchError",
     "DecryptionError",
+    "EphemeralValueError",
     "IncorrectPassphraseError",
     "InvalidStackNameError",
     "InvalidValueError",
@@ -77,6 +78,19 @@ class UsageError(VeilError, ValueError):
 
 class SecretPickleError(VeilError, TypeError):
     """Pickling a secret is refused: a pickle would hold its plaintext."""
+
+
+class EphemeralValueError(VeilError):
+    """An ephemeral value (``veil.ephemeral``) was about to be written: to state,
+    config, a Pulumi checkpoint or a stack export. Nothing was written.
+
+    :attr:`paths` names every place that holds one (paths, never values). Leave the
+    value out, or store ``veil.fingerprint(value)`` there instead.
+    """
+
+    def __init__(self, message: str, paths: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.paths: tuple[str, ...] = tuple(paths)
 
 
 # --- Cryptography ----------------------------------------------------------------------
