@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from ._secret import is_output
 from .errors import EphemeralValueError, SecretPickleError
 
-__all__ = ["Fingerprint", "bind_export", "ephemeral_refusal", "fingerprint"]
+__all__ = ["Fingerprint", "bind_export", "ephemeral_refusal", "find_ephemeral", "fingerprint"]
 
 _EPHEMERAL = 3  # the secret level of an ephemeral Output (veil._inputs.EPHEMERAL)
 _SHOWN = 20  # paths listed in a message; the error's .paths holds all of them
@@ -89,11 +89,18 @@ def fingerprint(value: Any) -> Fingerprint:
     return Fingerprint(value)
 
 
+def find_ephemeral(value: Any, path: Path = ()) -> list[Path]:
+    """The paths of every known ephemeral value in ``value`` (nested dicts, lists and
+    tuples; pending Outputs are not waited for)."""
+    return bind_export(value, path, None)[1]
+
+
 def bind_export(
-    value: Any, path: Path, token: Callable[[Any, Path], Any]
+    value: Any, path: Path, token: Callable[[Any, Path], Any] | None
 ) -> tuple[Any, list[Path]]:
-    """``value`` with every :class:`Fingerprint` replaced by ``token(its value, path)``,
-    and the paths of every known ephemeral value in it.
+    """``value`` with every :class:`Fingerprint` replaced by ``token(its value, path)``
+    (left as they are if ``token`` is None), and the paths of every known ephemeral
+    value in it.
 
     Containers (dicts, lists, tuples) are copied only where something is replaced;
     Outputs still pending are left for the save to check.
@@ -103,7 +110,7 @@ def bind_export(
 
     def walk(v: Any, p: Path) -> Any:
         if isinstance(v, Fingerprint):
-            return token(v.value, p)
+            return v if token is None else token(v.value, p)
         if is_output(v):
             try:
                 resolved, _inner, _known, level, _res = v._veil_snapshot_()
