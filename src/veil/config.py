@@ -37,7 +37,7 @@ from .errors import (
     SecretPickleError,
 )
 from .output import Output
-from .state.document import credential_shape, strict_from_env
+from .state.leaks import credential_shape, strict_from_env
 
 __all__ = ["CONFIG_FORMAT", "MAX_CONFIG_DEPTH", "Protection", "StackConfig", "config_path"]
 
