@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
+from ._inputs import EPHEMERAL
 from ._secret import is_output
 from .errors import EphemeralValueError, SecretPickleError
 
 __all__ = ["Fingerprint", "bind_export", "ephemeral_refusal", "find_ephemeral", "fingerprint"]
 
-_EPHEMERAL = 3  # the secret level of an ephemeral Output (veil._inputs.EPHEMERAL)
 _SHOWN = 20  # paths listed in a message; the error's .paths holds all of them
 
 Path = tuple[str | int, ...]
@@ -116,7 +116,7 @@ def bind_export(
                 resolved, _inner, _known, level, _res = v._veil_snapshot_()
             except Exception:
                 return v  # a failed Output: the save reports it
-            if resolved and level == _EPHEMERAL:
+            if resolved and level == EPHEMERAL:
                 found.append(p)
             return v
         if isinstance(v, (Mapping, list, tuple)):

@@ -104,12 +104,14 @@ V = TypeVar("V")
 S = TypeVar("S", bound="str | bytes | int | float | bool | None")
 
 
-def _scan(val: Any) -> tuple[bool, int]:
-    """Whether ``val`` holds, in nested dicts, lists or tuples, an ``Unknown``, and the
+def _scan(val: Any) -> tuple[bool, int, Output[Any] | None]:
+    """Whether ``val`` holds, in nested dicts, lists or tuples, an ``Unknown``; the
     secret level of the ``Secret``s and resolved secret Outputs it holds (a value a
-    function returned: it stays as it is, but its secretness must not be lost)."""
+    function returned: it stays as it is, but its secretness must not be lost); and an
+    Output in it that is still pending (whose level is not known yet), if any."""
     unknown = False
     secret = 0
+    pending: Output[Any] | None = None
     seen: set[int] = set()
     todo: list[Any] = [val]
     while todo:
@@ -121,14 +123,17 @@ def _scan(val: Any) -> tuple[bool, int]:
         elif isinstance(v, Secret):
             secret |= SECRET
         elif isinstance(v, Output):
-            if v._pending is None:
+            cell = v._pending
+            if cell is None:
                 secret |= v._secret
+            elif not cell.failed:
+                pending = v
         elif isinstance(v, (dict, list, tuple)) and id(v) not in seen:
             seen.add(id(v))
             todo.extend(dict.values(v) if isinstance(v, dict) else v)
         if unknown and secret == EPHEMERAL:
             break
-    return unknown, secret
+    return unknown, secret, pending
 
 
 _Data = tuple[Any, bool, int, Resources]  # value, known, secret level, resources
@@ -456,7 +461,12 @@ class Output(Generic[T_co]):
             return _make(
                 inner, not contains_unknowns(inner), self._secret | SECRET, self._resources, False
             )
-        unknown, secret = _scan(result)
+        unknown, secret, pending = _scan(result)
+        if pending is not None and secret != EPHEMERAL:
+            # Its level counts too: settle once it has (failed or not), then look again.
+            out = _new_pending()
+            pending._on_settled(lambda: out._follow(self._absorb(result)))
+            return out
         return _make(result, not unknown, self._secret | secret, self._resources, False)
 
     def recover(self, func: Callable[[Exception], Input[T_co]]) -> Output[T_co]:
