@@ -21,6 +21,8 @@ from .errors import EphemeralValueError, SecretPickleError
 __all__ = ["Fingerprint", "bind_export", "ephemeral_refusal", "find_ephemeral", "fingerprint"]
 
 _SHOWN = 20  # paths listed in a message; the error's .paths holds all of them
+# Deeper values are left to the writers, which refuse them with a typed error anyway.
+_MAX_DEPTH = 256
 
 Path = tuple[str | int, ...]
 
@@ -120,7 +122,7 @@ def bind_export(
                 found.append(p)
             return v
         if isinstance(v, (Mapping, list, tuple)):
-            if id(v) in seen:
+            if id(v) in seen or len(p) > _MAX_DEPTH:
                 return v  # a cycle: state refuses it when saving
             seen.add(id(v))
             if isinstance(v, Mapping):
