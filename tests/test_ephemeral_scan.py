@@ -40,7 +40,12 @@ def _cli(project: Path, *argv: str) -> str:
     command = (
         [script, *argv]
         if script
-        else [sys.executable, "-c", "import sys; from veil.cli import main; sys.exit(main())", *argv]
+        else [
+            sys.executable,
+            "-c",
+            "import sys; from veil.cli import main; sys.exit(main())",
+            *argv,
+        ]
     )
     done = subprocess.run(
         command, cwd=project, capture_output=True, text=True, env=dict(os.environ), check=False
@@ -134,4 +139,5 @@ def test_nothing_written_holds_an_ephemeral_plaintext(project: Path) -> None:
     ):
         _assert_clean(" ".join(argv), _cli(project, *argv))
     shown = _cli(project, "-s", "dev", "stack", "output", "--show-secrets", "--json")
-    assert "fp:v1:" in shown and "admin" not in shown
+    assert "fp:v1:" in shown
+    assert "admin" not in shown

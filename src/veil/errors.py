@@ -92,6 +92,9 @@ class EphemeralValueError(VeilError):
         super().__init__(message)
         self.paths: tuple[str, ...] = tuple(paths)
 
+    def __reduce__(self) -> tuple[type[EphemeralValueError], tuple[str, tuple[str, ...]]]:
+        return (type(self), (str(self), self.paths))
+
 
 # --- Cryptography ----------------------------------------------------------------------
 
