@@ -28,6 +28,9 @@ assert_type(Output.json_dumps({"n": number}), Output[str])
 assert_type(Output.secret("pw"), Output[str])
 assert_type(veil.secret(3), Output[int])
 assert_type(veil.unsecret(number), Output[int])
+assert_type(veil.ephemeral("tok"), Output[str])
+assert_type(Output.ephemeral(number), Output[int])
+assert_type(veil.ephemeral({"k": number}), Output[dict[str, int]])
 assert_type(veil.Secret("x").reveal(), str)
 
 
