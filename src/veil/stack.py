@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from ._ephemeral import bind_export, ephemeral_refusal
 from ._secret import Secret
@@ -626,7 +626,12 @@ class Stack:
             raise ephemeral_refusal([format_path(p) for p in found], f"output {name!r}")
         self._exports[name] = value
 
-    def fingerprint(self, value: Any, path: PathLike) -> Any:
+    @overload
+    def fingerprint(self, value: Output[Any], path: PathLike) -> Output[str]: ...
+    @overload
+    def fingerprint(self, value: Any, path: PathLike) -> str: ...
+
+    def fingerprint(self, value: Any, path: PathLike) -> Output[str] | str:
         """The fingerprint of ``value`` at ``path`` below the outputs (``"db.pw_version"``
         or ``("db", "pw_version")``): what :func:`veil.fingerprint` becomes when exported
         there. A plain token, ``fp:v1:<key id>:<32 hex>``; for an Output, an Output of
@@ -647,7 +652,7 @@ class Stack:
             raise ConfigError("a fingerprint path names a place below the outputs")
         return self._fingerprint_at(value, ("outputs", *parts))
 
-    def _fingerprint_at(self, value: Any, path: tuple[str | int, ...]) -> Any:
+    def _fingerprint_at(self, value: Any, path: tuple[str | int, ...]) -> Output[str] | str:
         cipher = self._document.cipher
         stack = self._name
 
