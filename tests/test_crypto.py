@@ -23,7 +23,6 @@ from veil.crypto import (
     ValueCipher,
     generate_data_key,
     key_id,
-    token_key_id,
 )
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "cipher-v1.json").read_text())
@@ -314,22 +313,6 @@ def test_newer_format_version_says_to_upgrade() -> None:
     token = CIPHER.seal("x", b"").replace("veil:v1:", "veil:v9:")
     with pytest.raises(veil.DecryptionError, match="upgrade veil"):
         CIPHER.open(token, b"")
-
-
-# --- token_key_id ----------------------------------------------------------------------
-
-
-def test_token_key_id_reads_the_header() -> None:
-    assert token_key_id(OTHER.seal("x", b"")) == OTHER.key_id
-
-
-@pytest.mark.parametrize(
-    "token",
-    ["", "veil:v1:", "veil:v1:0123456789abcdef", "veil:v1:0123456789ABCDEF:AAAA", "v1:x:y", 3],
-)
-def test_token_key_id_of_malformed_token_raises(token: Any) -> None:
-    with pytest.raises(veil.DecryptionError):
-        token_key_id(token)
 
 
 # --- MAC -------------------------------------------------------------------------------

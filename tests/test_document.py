@@ -42,11 +42,10 @@ from veil.state import (
     dump_document,
     dumps,
     dumps_async,
-    format_path,
     load_document,
-    load_with_stored_providers,
     loads,
 )
+from veil.state.document import format_path, load_with_stored_providers
 
 
 class CountingProvider(LocalKeyProvider):

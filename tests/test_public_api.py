@@ -115,3 +115,91 @@ def test_no_import_cycle_between_veil_modules() -> None:
 
     for name in sorted(graph):
         visit(name, [])
+
+
+# The public names of each package, exactly: a name added to or dropped from an
+# ``__all__`` is a change of the public API and shows up here (and in docs/api.md).
+EXPECTED_ALL: dict[str, set[str]] = {
+    "veil": {
+        "MASK", "UNKNOWN", "Fingerprint", "Input", "InputType", "Inputs", "Output", "Secret",
+        "SecretRedactingFilter", "Stack", "StackConfig", "Unknown", "ValueCipher",
+        "__version__", "contains_unknowns", "deferred_output", "ephemeral", "fingerprint",
+        "install_log_filter", "is_ephemeral", "is_secret", "providers", "redact", "reveal",
+        "secret", "state", "unsecret",
+        # and every error class, re-exported from veil.errors
+    },
+    "veil.state": {
+        "DEFAULT_HISTORY_SIZE", "DEFAULT_STATE_URL", "STORE_ENTRY_POINT_GROUP", "Document",
+        "DocumentHeader", "FileStore", "HistoryEntry", "LockInfo", "PathLike",
+        "ProviderEntry", "StackLock", "StateStore", "dump_document", "dump_document_async",
+        "dumps", "dumps_async", "known_store_schemes", "load_document", "loads",
+        "read_header", "register_store_scheme", "store_from_url", "validate_stack_name",
+    },
+    "veil.providers": {
+        "AgeProvider", "ENTRY_POINT_GROUP", "LocalKeyProvider", "PassphraseProvider",
+        "SecretsProvider", "context_bytes", "known_schemes", "provider_class",
+        "provider_from_description", "provider_from_url", "register_provider",
+    },
+    "veil.testing": {"ProviderComplianceSuite", "Restore"},
+    "veil.interop.pulumi": {
+        "CHECK_PLAINTEXT", "KDF_ITERATIONS", "PassphraseCrypter", "PulumiStackConfig",
+        "SECRET_SIG", "SIG_KEY", "crypter_from_checkpoint", "dump_checkpoint",
+        "load_checkpoint", "passphrase_from_env",
+    },
+    "veil.errors": {
+        "ConfigError", "ConfigMissingError", "ConfigStateMismatchError", "DecryptionError",
+        "EphemeralValueError",
+        "IncorrectPassphraseError", "InvalidStackNameError", "InvalidValueError",
+        "KeyFilePermissionError", "KeyUnwrapError", "LeakWarning", "OutputToStringError",
+        "PassphraseRequiredError", "PendingOutputError", "PlaintextLeakError",
+        "ProviderConfigError", "ProviderError", "ProviderUnavailableError",
+        "SecretPickleError", "StackExistsError", "StackNotFoundError", "StateError",
+        "StateFormatError", "StateIntegrityError", "StateLockedError", "StateRollbackError",
+        "TrustError", "UnknownProviderError", "UnknownValueError", "UsageError", "VeilError",
+    },
+}  # fmt: skip
+EXPECTED_ALL["veil"] |= EXPECTED_ALL["veil.errors"]
+
+
+def test_all_lists_exactly() -> None:
+    import importlib
+
+    for name, expected in EXPECTED_ALL.items():
+        module = importlib.import_module(name)
+        listed = list(module.__all__)
+        assert len(listed) == len(set(listed)), f"{name}.__all__ lists a name twice"
+        assert set(listed) == expected, (
+            f"{name}.__all__: added {sorted(set(listed) - expected)}, "
+            f"missing {sorted(expected - set(listed))}"
+        )
+        for attribute in listed:
+            assert getattr(module, attribute) is not None, f"{name}.{attribute}"
+
+
+def test_internals_stay_out_of_the_state_package() -> None:
+    import veil.state.document
+
+    for internal in ("load_with_stored_providers", "unwrap_data_key", "provider_entries_from_json"):
+        assert internal not in veil.state.__all__
+        assert internal not in veil.state.document.__all__
+        assert callable(getattr(veil.state.document, internal))  # still importable there
+
+
+def test_dump_options_are_spelled_out_for_type_checkers() -> None:
+    import inspect
+
+    from veil.state import document
+
+    options = [
+        p.name
+        for p in inspect.signature(document.dump_document).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    ]
+    for function in (
+        document.dumps,
+        document.dumps_async,
+        document.dump_document_async,
+    ):
+        parameters = inspect.signature(function).parameters.values()
+        assert not any(p.kind is p.VAR_KEYWORD for p in parameters), function.__name__
+        assert [p.name for p in parameters if p.kind is p.KEYWORD_ONLY] == options

@@ -14,6 +14,8 @@ from . import providers, state
 from ._ephemeral import Fingerprint, fingerprint
 from ._redact import SecretRedactingFilter, install_log_filter, redact
 from ._secret import MASK, Secret, is_ephemeral, is_secret, reveal
+from .config import StackConfig
+from .crypto import ValueCipher
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
 from .output import (
@@ -193,7 +195,9 @@ __all__ = [
     "Secret",
     "SecretRedactingFilter",
     "Stack",
+    "StackConfig",
     "Unknown",
+    "ValueCipher",
     "__version__",
     "contains_unknowns",
     "deferred_output",

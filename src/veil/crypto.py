@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import hmac
 import json
-import json.decoder
-import json.scanner
 import math
 import os
 from binascii import Error as _BinasciiError
 from binascii import a2b_base64, b2a_base64
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from hashlib import sha256
 from json.encoder import encode_basestring_ascii as _encode_str
 from typing import Any, Final, NoReturn
@@ -51,7 +49,6 @@ __all__ = [
     "ValueCipher",
     "generate_data_key",
     "key_id",
-    "token_key_id",
 ]
 
 DATA_KEY_SIZE: Final = 32
@@ -91,12 +88,7 @@ _SMALL_LIMIT: Final = 1536
 _ENCODER: Final = json.JSONEncoder(
     ensure_ascii=True, allow_nan=False, separators=(",", ":"), check_circular=True
 )
-# The C scanner parses one JSON value at an index without json.loads' per-call
-# overhead (encoding detection, whitespace regex), which costs more than AES-GCM here.
-_scan_str: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
-_scan_value: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
-    json.JSONDecoder()  # type: ignore[arg-type]
-)
+_DECODER: Final = json.JSONDecoder()
 _JSON_SCALARS: Final = (str, int, float, bool, type(None))
 _MAX_DEPTH: Final = 512
 
@@ -128,24 +120,6 @@ def key_id(data_key: bytes) -> str:
     return _hkdf(_check_key(data_key), _INFO_KEY_ID, _KEY_ID_LEN // 2).hex()
 
 
-def token_key_id(token: str) -> str:
-    """The key id written in a sealed value; :class:`DecryptionError` if malformed.
-
-    This only reads the header; it does not check that the token opens.
-    """
-    if (
-        not isinstance(token, str)
-        or not token.startswith(TOKEN_PREFIX)
-        or len(token) <= _B64_START
-        or token[_KID_END] != ":"
-    ):
-        raise DecryptionError(_malformed(token))
-    kid = token[_KID_START:_KID_END]
-    if not _is_key_id(kid):
-        raise DecryptionError(_malformed(token))
-    return kid
-
-
 def _is_key_id(kid: str) -> bool:
     return len(kid) == _KEY_ID_LEN and all(c in "0123456789abcdef" for c in kid)
 
@@ -165,7 +139,7 @@ def _malformed(token: object) -> str:
 
 
 def _padded_length(n: int) -> int:
-    """The bucketed binary length for a minimum binary length ``n``."""
+    """The bucketed binary length for a minimum binary length ``n`` (see the buckets above)."""
     if n <= _SMALL_LIMIT:
         step = _SMALL_STEP
     else:
@@ -246,45 +220,24 @@ class ValueCipher:
                 raise InvalidValueError(
                     f"the value cannot be sealed: {type(exc).__name__}"
                 ) from None
-        size = len(text) + _OVERHEAD
-        if size <= _SMALL_LIMIT:
-            padded = -(-size // _SMALL_STEP) * _SMALL_STEP
-        else:
-            padded = _padded_length(size)
         # JSON allows trailing whitespace, so the padded text is itself valid JSON.
-        plaintext = text.ljust(padded - _OVERHEAD).encode("ascii")
+        plaintext = text.ljust(_padded_length(len(text) + _OVERHEAD) - _OVERHEAD).encode("ascii")
         try:
             sealed = self._aead.encrypt(nonce, plaintext, self._aad_prefix + aad)
         except TypeError:
             raise InvalidValueError("associated data must be bytes") from None
         return self._token_head + b2a_base64(nonce + sealed, newline=False).decode("ascii")
 
-    def _seal_many(self, values: list[Any], aads: list[bytes]) -> list[str]:
-        """``seal`` of each value with its associated data, in order.
-
-        The same tokens as ``seal``, with the nonces drawn from one ``os.urandom`` call
-        and the common string case inlined: a large save seals many small values.
-        """
+    def seal_many(self, values: Sequence[Any], aads: Sequence[bytes]) -> list[str]:
+        """:meth:`seal` of each value with its associated data, in order (the nonces
+        drawn from one ``os.urandom`` call)."""
+        if len(values) != len(aads):
+            raise InvalidValueError("seal_many needs one associated data per value")
         nonces = os.urandom(_NONCE_LEN * len(values))
-        encrypt = self._aead.encrypt
-        prefix = self._aad_prefix
-        head = self._token_head
-        out: list[str] = []
-        append = out.append
-        at = 0
-        for value, aad in zip(values, aads, strict=True):
-            nonce = nonces[at : at + _NONCE_LEN]
-            at += _NONCE_LEN
-            if type(value) is str and type(aad) is bytes:
-                text = _encode_str(value)
-                size = len(text) + _OVERHEAD
-                if size <= _SMALL_LIMIT:
-                    plaintext = text.ljust(-(-size // _SMALL_STEP) * _SMALL_STEP - _OVERHEAD)
-                    sealed = encrypt(nonce, plaintext.encode("ascii"), prefix + aad)
-                    append(head + b2a_base64(nonce + sealed, newline=False).decode("ascii"))
-                    continue
-            append(self._seal(value, aad, nonce))
-        return out
+        return [
+            self._seal(value, aad, nonces[i * _NONCE_LEN : (i + 1) * _NONCE_LEN])
+            for i, (value, aad) in enumerate(zip(values, aads, strict=True))
+        ]
 
     def open(self, token: str, aad: bytes) -> Any:
         """Decrypt a sealed value made with the same key and ``aad``.
@@ -308,10 +261,7 @@ class ValueCipher:
                 .decode("ascii")
                 .rstrip()
             )
-            if text[0] == '"':
-                value, end = _scan_str(text, 1)
-            else:
-                value, end = _scan_value(text, 0)
+            value, end = _DECODER.raw_decode(text)
         except InvalidTag:
             failure = (
                 "a sealed value does not open: it was changed, or moved from another stack or path"
@@ -323,7 +273,7 @@ class ValueCipher:
                 f"cannot open a {type(token).__name__} with associated data of type "
                 f"{type(aad).__name__}; a sealed value is a str and associated data bytes"
             )
-        except (ValueError, IndexError, StopIteration):
+        except ValueError:
             # Non-ASCII text, or authentic but not JSON (only a key holder could do that).
             failure = _malformed(token)
         else:

@@ -2,15 +2,14 @@
 
 ``dumps``/``loads`` turn a tree of plain values, Secrets and Outputs into a readable
 JSON document where each secret leaf is sealed on its own (see ``docs/format.md``);
-a :class:`StateStore` keeps the bytes per stack, atomically and under a lock.
+``dump_document``/``load_document`` give the :class:`Document` a later save takes as
+``previous``. A :class:`StateStore` keeps the bytes per stack, atomically and under a
+lock. The public names are listed in ``docs/api.md``.
 """
 
 from __future__ import annotations
 
 from .document import (
-    ESCAPE_KEY,
-    FORMAT_VERSION,
-    SECRET_KEY,
     Document,
     DocumentHeader,
     PathLike,
@@ -19,22 +18,20 @@ from .document import (
     dump_document_async,
     dumps,
     dumps_async,
-    format_path,
     load_document,
-    load_with_stored_providers,
     loads,
-    provider_entries_from_json,
     read_header,
-    unwrap_data_key,
 )
 from .store import (
     DEFAULT_HISTORY_SIZE,
     DEFAULT_STATE_URL,
+    STORE_ENTRY_POINT_GROUP,
     FileStore,
     HistoryEntry,
     LockInfo,
     StackLock,
     StateStore,
+    known_store_schemes,
     register_store_scheme,
     store_from_url,
     validate_stack_name,
@@ -43,9 +40,7 @@ from .store import (
 __all__ = [
     "DEFAULT_HISTORY_SIZE",
     "DEFAULT_STATE_URL",
-    "ESCAPE_KEY",
-    "FORMAT_VERSION",
-    "SECRET_KEY",
+    "STORE_ENTRY_POINT_GROUP",
     "Document",
     "DocumentHeader",
     "FileStore",
@@ -59,14 +54,11 @@ __all__ = [
     "dump_document_async",
     "dumps",
     "dumps_async",
-    "format_path",
+    "known_store_schemes",
     "load_document",
-    "load_with_stored_providers",
     "loads",
-    "provider_entries_from_json",
     "read_header",
     "register_store_scheme",
     "store_from_url",
-    "unwrap_data_key",
     "validate_stack_name",
 ]

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import json.encoder
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _enc_str
-from operator import add
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from ..errors import StateFormatError
 
@@ -109,18 +107,9 @@ def format_error(what: str) -> StateFormatError:
 _EXPAND_DEPTH: Final = 2  # values at this depth of the tree, and deeper, are one line
 
 
-def _no_default(value: object) -> NoReturn:
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-_make_encoder: Final[Callable[..., Any] | None] = getattr(json.encoder, "c_make_encoder", None)
-
-
 def make_canonical_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
-    """C(value) by the C encoder, built once (``JSONEncoder.encode`` builds one per
-    call, which costs more than encoding a small value), checked against
-    ``_CANONICAL``; ``default`` gives the stored form of other objects."""
-    fallback = json.JSONEncoder(
+    """C(value); ``default`` gives the stored form of objects JSON does not know."""
+    return json.JSONEncoder(
         ensure_ascii=True,
         allow_nan=False,
         sort_keys=True,
@@ -128,28 +117,11 @@ def make_canonical_encoder(default: Callable[[Any], Any]) -> Callable[[Any], str
         check_circular=False,
         default=default,
     ).encode
-    if _make_encoder is None:
-        return fallback
-    try:
-        encoder = _make_encoder(None, default, _enc_str, None, ":", ",", True, False, False)
-        sample = {"b": [1, 2.5, None, True, "\u00e9\n", (3,)], "a": {"z": -0.0, "y": 10**20}}
-        if "".join(encoder(sample, 0)) != _CANONICAL.encode(sample):
-            return fallback
-    except (TypeError, ValueError):  # another signature in this Python
-        return fallback
-
-    def encode(value: Any) -> str:
-        return "".join(encoder(value, 0))
-
-    return encode
-
-
-_encode_canonical: Final = make_canonical_encoder(_no_default)
 
 
 def canonical_json(value: Any) -> str:
     try:
-        return _encode_canonical(value)
+        return _CANONICAL.encode(value)
     except (TypeError, ValueError, RecursionError):
         raise StateFormatError("the document holds values JSON cannot encode") from None
 
@@ -198,36 +170,8 @@ def _members(v: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _encode_members(v: Any, encode: Callable[[Any], str]) -> list[str]:
-    """``"key":`` + C(value) (or C(value)) of each member of a container, in order.
-
-    Many members are encoded by one C encoder call over a list that interleaves them
-    with a random separator string, then split on its encoding (a per-call encoder is
-    the larger cost). The separator can only appear as a JSON string token equal to a
-    fresh 128-bit random value; a split that does not give one piece per member falls
-    back to one call per member.
-    """
-    if type(v) is dict:
-        keys = sorted(v)
-        heads = [_enc_str(k) + ":" for k in keys]
-        values = [v[k] for k in keys]
-    else:
-        heads = None
-        values = list(v)
-    n = len(values)
-    pieces: list[str] | None = None
-    if n >= 16:
-        separator = "\x00veil-member:" + os.urandom(16).hex()
-        interleaved: list[Any] = [separator] * (2 * n - 1)
-        interleaved[0::2] = values
-        text = encode(interleaved)
-        pieces = text[1:-1].split("," + encode(separator) + ",")
-        if len(pieces) != n:
-            pieces = None
-    if pieces is None:
-        pieces = [encode(x) for x in values]
-    if heads is None:
-        return pieces
-    return list(map(add, heads, pieces))
+    """``"key":`` + C(value) (or C(value)) of each member of a container, in order."""
+    return [head + encode(x) for head, x in _members(v)]
 
 
 def render_tree(stored: Any, encode: Callable[[Any], str]) -> tuple[str, str]:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import gc
 import hmac
 import json
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from .._ephemeral import ephemeral_refusal
@@ -75,11 +73,8 @@ __all__ = [
     "dumps_async",
     "format_path",
     "load_document",
-    "load_with_stored_providers",
     "loads",
-    "provider_entries_from_json",
     "read_header",
-    "unwrap_data_key",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -227,11 +222,6 @@ class Document:
         the previous key while a rotation completes). Never write it anywhere."""
         return self._data_key
 
-    @property
-    def secret_count(self) -> int:
-        """How many sealed values the document holds."""
-        return len(self._sealed)
-
     def __reduce_ex__(self, protocol: object) -> Any:
         from ..errors import SecretPickleError
 
@@ -247,22 +237,6 @@ def _same(a: str | bytes, b: str | bytes) -> bool:
             a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
         )
     return isinstance(a, bytes) and isinstance(b, bytes) and hmac.compare_digest(a, b)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a document is built or read.
-
-    Such a tree makes many objects and no cycles; without this, collections that
-    scan every live object run again and again and make large saves superlinear.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _check_provider(provider: object) -> None:
@@ -468,29 +442,28 @@ def _dump(
     if isinstance(new_serial, bool) or not isinstance(new_serial, int) or new_serial < 0:
         raise InvalidValueError(f"serial must be an int >= 0, not {new_serial!r}")
 
-    with _gc_paused():
-        return _dump_paused(
-            tree,
-            sealer=Sealer(stack),
-            provider=provider,
-            stack=stack,
-            previous=previous,
-            additional_providers=additional_providers,
-            rotate_key=rotate_key,
-            strict=strict,
-            allow_plaintext=allow_plaintext,
-            keep_recipients=not (replace_recipients or rotate_key),
-            drop_recipients=drop_recipients,
-            leak_hint=leak_hint,
-            stacklevel=stacklevel + 1,
-            data_key=data_key,
-            cipher=cipher,
-            serial=new_serial,
-            reuse=reuse,
-        )
+    return _dump_checked(
+        tree,
+        sealer=Sealer(stack),
+        provider=provider,
+        stack=stack,
+        previous=previous,
+        additional_providers=additional_providers,
+        rotate_key=rotate_key,
+        strict=strict,
+        allow_plaintext=allow_plaintext,
+        keep_recipients=not (replace_recipients or rotate_key),
+        drop_recipients=drop_recipients,
+        leak_hint=leak_hint,
+        stacklevel=stacklevel + 1,
+        data_key=data_key,
+        cipher=cipher,
+        serial=new_serial,
+        reuse=reuse,
+    )
 
 
-def _dump_paused(
+def _dump_checked(
     tree: Any,
     *,
     sealer: Sealer,
@@ -558,7 +531,7 @@ def _dump_paused(
                 fresh.append(leaf)
     else:
         fresh = leaves
-    tokens = cipher._seal_many([f[0] for f in fresh], [f[2].encode("ascii") for f in fresh])
+    tokens = cipher.seal_many([f[0] for f in fresh], [f[2].encode("ascii") for f in fresh])
     for (_value, key, aad, marker), token in zip(fresh, tokens, strict=True):
         marker[SECRET_KEY] = token
         sealed[aad] = (key, token)
@@ -618,29 +591,129 @@ def dumps(
     provider: SecretsProvider,
     stack: str,
     previous: Document | bytes | None = None,
-    **options: Any,
+    additional_providers: Sequence[SecretsProvider] = (),
+    serial: int | None = None,
+    rotate_key: bool = False,
+    strict: bool | None = None,
+    allow_plaintext: Iterable[PathLike] = (),
+    replace_recipients: bool = False,
+    drop_recipients: Iterable[str] = (),
+    data_key: bytes | None = None,
+    stacklevel: int = 1,
+    leak_hint: str = "allow_plaintext",
 ) -> bytes:
-    """The bytes of a state document for ``tree``; see :func:`dump_document`."""
-    return _dump(tree, provider=provider, stack=stack, previous=previous, stacklevel=3, **options)[
-        0
-    ]
+    """The bytes of a state document for ``tree``; the options are those of
+    :func:`dump_document`."""
+    return _dump(
+        tree,
+        provider=provider,
+        stack=stack,
+        previous=previous,
+        additional_providers=additional_providers,
+        serial=serial,
+        rotate_key=rotate_key,
+        strict=strict,
+        allow_plaintext=allow_plaintext,
+        replace_recipients=replace_recipients,
+        drop_recipients=tuple(drop_recipients),
+        data_key=data_key,
+        stacklevel=2 + stacklevel,
+        leak_hint=leak_hint,
+    )[0]
 
 
 async def dump_document_async(
-    tree: Any, *, provider: SecretsProvider, stack: str, **options: Any
+    tree: Any,
+    *,
+    provider: SecretsProvider,
+    stack: str,
+    previous: Document | bytes | None = None,
+    additional_providers: Sequence[SecretsProvider] = (),
+    serial: int | None = None,
+    rotate_key: bool = False,
+    strict: bool | None = None,
+    allow_plaintext: Iterable[PathLike] = (),
+    replace_recipients: bool = False,
+    drop_recipients: Iterable[str] = (),
+    data_key: bytes | None = None,
+    stacklevel: int = 1,
+    leak_hint: str = "allow_plaintext",
 ) -> tuple[bytes, Document]:
     """:func:`dump_document` that first awaits every pending Output in ``tree``."""
+    drop_recipients = tuple(drop_recipients)  # read by both attempts below
     try:
-        return dump_document(tree, provider=provider, stack=stack, **options)
+        return dump_document(
+            tree,
+            provider=provider,
+            stack=stack,
+            previous=previous,
+            additional_providers=additional_providers,
+            serial=serial,
+            rotate_key=rotate_key,
+            strict=strict,
+            allow_plaintext=allow_plaintext,
+            replace_recipients=replace_recipients,
+            drop_recipients=drop_recipients,
+            data_key=data_key,
+            stacklevel=stacklevel,
+            leak_hint=leak_hint,
+        )
     except PendingOutputError:
         pass
     resolved = await resolve(tree, ())
-    return dump_document(resolved, provider=provider, stack=stack, **options)
+    return dump_document(
+        resolved,
+        provider=provider,
+        stack=stack,
+        previous=previous,
+        additional_providers=additional_providers,
+        serial=serial,
+        rotate_key=rotate_key,
+        strict=strict,
+        allow_plaintext=allow_plaintext,
+        replace_recipients=replace_recipients,
+        drop_recipients=drop_recipients,
+        data_key=data_key,
+        stacklevel=stacklevel,
+        leak_hint=leak_hint,
+    )
 
 
-async def dumps_async(tree: Any, *, provider: SecretsProvider, stack: str, **options: Any) -> bytes:
+async def dumps_async(
+    tree: Any,
+    *,
+    provider: SecretsProvider,
+    stack: str,
+    previous: Document | bytes | None = None,
+    additional_providers: Sequence[SecretsProvider] = (),
+    serial: int | None = None,
+    rotate_key: bool = False,
+    strict: bool | None = None,
+    allow_plaintext: Iterable[PathLike] = (),
+    replace_recipients: bool = False,
+    drop_recipients: Iterable[str] = (),
+    data_key: bytes | None = None,
+    stacklevel: int = 1,
+    leak_hint: str = "allow_plaintext",
+) -> bytes:
     """:func:`dumps` that first awaits every pending Output in ``tree``."""
-    return (await dump_document_async(tree, provider=provider, stack=stack, **options))[0]
+    document = await dump_document_async(
+        tree,
+        provider=provider,
+        stack=stack,
+        previous=previous,
+        additional_providers=additional_providers,
+        serial=serial,
+        rotate_key=rotate_key,
+        strict=strict,
+        allow_plaintext=allow_plaintext,
+        replace_recipients=replace_recipients,
+        drop_recipients=drop_recipients,
+        data_key=data_key,
+        stacklevel=stacklevel,
+        leak_hint=leak_hint,
+    )
+    return document[0]
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -813,11 +886,6 @@ def load_document(data: bytes, *, provider: SecretsProvider) -> Document:
     (``StateIntegrityError``). ``provider`` supplies credentials; its stored settings
     come from the document (``provider.with_description``).
     """
-    with _gc_paused():
-        return _load_paused(data, provider)
-
-
-def _load_paused(data: bytes, provider: SecretsProvider) -> Document:
     _check_provider(provider)
     raw, text, entries = _parse(data)
     data_key, entry = _unwrap(provider, entries, raw["stack"], raw["key_id"])
@@ -834,20 +902,19 @@ def load_with_stored_providers(
     that unwraps the data key is used, so the document is parsed once. Raises the
     first entry's error if none does.
     """
-    with _gc_paused():
-        raw, text, entries = _parse(data)
-        failure: VeilError | None = None
-        for candidate in entries:
-            try:
-                provider = build(candidate)
-                _check_provider(provider)
-                data_key, entry = _unwrap(provider, entries, raw["stack"], raw["key_id"])
-            except VeilError as exc:
-                failure = failure or exc
-                continue
-            return provider, _open_parsed(raw, text, entries, provider, data_key, entry)
-        assert failure is not None  # entries is never empty
-        raise failure
+    raw, text, entries = _parse(data)
+    failure: VeilError | None = None
+    for candidate in entries:
+        try:
+            provider = build(candidate)
+            _check_provider(provider)
+            data_key, entry = _unwrap(provider, entries, raw["stack"], raw["key_id"])
+        except VeilError as exc:
+            failure = failure or exc
+            continue
+        return provider, _open_parsed(raw, text, entries, provider, data_key, entry)
+    assert failure is not None  # entries is never empty
+    raise failure
 
 
 def _open_parsed(

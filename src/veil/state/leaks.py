@@ -108,10 +108,6 @@ def credential_shape(text: str) -> str | None:
 
 def strict_from_env() -> bool:
     """Whether ``VEIL_STRICT`` asks for leaks to be errors instead of warnings."""
-    return _strict_from_env()
-
-
-def _strict_from_env() -> bool:
     return os.environ.get(_STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
