@@ -638,11 +638,12 @@ class Stack:
         it (plain, neither secret nor ephemeral; unknown while the value is).
 
         Equal for an equal value at the same path of this stack, in any process, as
-        long as the data key is the same; it is HMAC-SHA256 under a subkey of the data
-        key, so it shows nothing of the value and cannot be checked against guesses
-        without the key. A rotation of the data key (:meth:`rotate_key`, after the
-        save) changes every fingerprint and its key id part: a token whose key id is
-        not :attr:`key_id` was made under an older key, not for another value.
+        long as the data key (of the state as last loaded or saved) is the same; it is
+        HMAC-SHA256 under a subkey of the data key, so it shows nothing of the value and
+        cannot be checked against guesses without the key. A rotation of the data key
+        (:meth:`rotate_key`, once saved) changes every fingerprint and its key id part:
+        a stored token whose key id is not :attr:`key_id` was made under an older key
+        and cannot tell whether the value changed.
         """
         if isinstance(path, str):
             parts: tuple[str | int, ...] = tuple(path.split("."))
