@@ -121,10 +121,11 @@ def test_no_import_cycle_between_veil_modules() -> None:
 # ``__all__`` is a change of the public API and shows up here (and in docs/api.md).
 EXPECTED_ALL: dict[str, set[str]] = {
     "veil": {
-        "MASK", "UNKNOWN", "Input", "InputType", "Inputs", "LogFilterHandle", "Output", "Secret",
-        "SecretRedactingFilter", "Stack", "StackConfig", "Unknown", "ValueCipher",
-        "__version__", "contains_unknowns", "deferred_output", "install_log_filter",
-        "is_secret", "providers", "redact", "reveal", "secret", "state", "unsecret",
+        "MASK", "UNKNOWN", "Fingerprint", "Input", "InputType", "Inputs", "LogFilterHandle",
+        "Output", "Secret", "SecretRedactingFilter", "Stack", "StackConfig", "Unknown",
+        "ValueCipher", "__version__", "contains_unknowns", "deferred_output", "ephemeral",
+        "fingerprint", "install_log_filter", "is_ephemeral", "is_secret", "providers",
+        "redact", "reveal", "secret", "state", "unsecret",
         "mark_secret", "register_secret_paths", "schema", "secret_field",
         # and every error class, re-exported from veil.errors
     },
@@ -156,6 +157,7 @@ EXPECTED_ALL: dict[str, set[str]] = {
     },
     "veil.errors": {
         "ConfigError", "ConfigMissingError", "ConfigStateMismatchError", "DecryptionError",
+        "EphemeralValueError",
         "IncorrectPassphraseError", "InvalidStackNameError", "InvalidValueError",
         "KeyFilePermissionError", "KeyUnwrapError", "LeakWarning", "OutputToStringError",
         "PassphraseRequiredError", "PendingOutputError", "PlaintextLeakError",

@@ -11,8 +11,9 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar, overload
 
 from . import providers, schema, state
+from ._ephemeral import Fingerprint, fingerprint
 from ._redact import LogFilterHandle, SecretRedactingFilter, install_log_filter, redact
-from ._secret import MASK, Secret, is_secret, reveal
+from ._secret import MASK, Secret, is_ephemeral, is_secret, reveal
 from .config import StackConfig
 from .crypto import ValueCipher
 from .errors import *  # noqa: F403
@@ -129,8 +130,60 @@ def unsecret(value: Input[_T]) -> Output[_T]: ...
 
 
 def unsecret(value: Input[_T]) -> Output[_T]:
-    """Declassify: ``Output.unsecret(value)``. The explicit, greppable way."""
+    """Declassify: ``Output.unsecret(value)``. The explicit, greppable way.
+
+    An ephemeral value stays ephemeral."""
     return Output.unsecret(value)
+
+
+@overload
+def ephemeral(value: Output[_T]) -> Output[_T]: ...
+
+
+@overload
+def ephemeral(value: Secret[_T]) -> Output[_T]: ...
+
+
+@overload
+def ephemeral(value: Awaitable[_T]) -> Output[_T]: ...
+
+
+@overload
+def ephemeral(value: Mapping[_K, Output[_V]]) -> Output[dict[_K, _V]]: ...
+
+
+@overload
+def ephemeral(value: Mapping[_K, _S]) -> Output[dict[_K, _S]]: ...
+
+
+@overload
+def ephemeral(value: Mapping[_K, Any]) -> Output[dict[_K, Any]]: ...
+
+
+@overload
+def ephemeral(value: list[Output[_V]]) -> Output[list[_V]]: ...
+
+
+@overload
+def ephemeral(value: list[_S]) -> Output[list[_S]]: ...
+
+
+@overload
+def ephemeral(value: list[Any]) -> Output[list[Any]]: ...
+
+
+@overload
+def ephemeral(value: Input[_T]) -> Output[_T]: ...
+
+
+def ephemeral(value: Input[_T]) -> Output[_T]:
+    """Mark a value ephemeral: ``Output.ephemeral(value)``.
+
+    Secret, and more: it may be used by the program but never written. Everything
+    derived from it is ephemeral; saving it raises :class:`veil.EphemeralValueError`.
+    Store :func:`veil.fingerprint` of it to detect a change.
+    """
+    return Output.ephemeral(value)
 
 
 __all__ = [
@@ -139,6 +192,7 @@ __all__ = [
     "Input",
     "InputType",
     "Inputs",
+    "Fingerprint",
     "LogFilterHandle",
     "Output",
     "Secret",
@@ -150,7 +204,10 @@ __all__ = [
     "__version__",
     "contains_unknowns",
     "deferred_output",
+    "ephemeral",
+    "fingerprint",
     "install_log_filter",
+    "is_ephemeral",
     "is_secret",
     "mark_secret",
     "providers",

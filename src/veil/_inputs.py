@@ -21,8 +21,11 @@ if TYPE_CHECKING:
     from .output import Output  # for the Input alias only
 
 __all__ = [
+    "EPHEMERAL",
     "NO_RESOURCES",
+    "PLAIN",
     "SCALARS",
+    "SECRET",
     "UNKNOWN",
     "Acc",
     "Input",
@@ -34,6 +37,7 @@ __all__ = [
     "Unknown",
     "contains_unknowns",
     "copy_plain",
+    "declassified",
     "isawaitable",
     "walk",
 ]
@@ -47,6 +51,20 @@ InputType = Union[T, Mapping[str, Any]]  # noqa: UP007
 
 Resources = frozenset[Any]
 NO_RESOURCES: Resources = frozenset()
+
+# How secret a value is: its Output's ``_secret`` field holds one of these levels.
+# Combining values ORs their levels (so the strongest wins: 0 | 1 | 3 == 3), which keeps
+# the ephemeral mark in the same field, and the same single operation, as secretness:
+# a known Output stays five plain fields and every combinator stays as cheap as it was.
+PLAIN = 0
+SECRET = 1  # True counts as SECRET: levels are ints, and bool is one
+EPHEMERAL = 3  # used, never written anywhere; implies SECRET (its bit is set)
+
+
+def declassified(level: int) -> int:
+    """The level after ``unsecret``: plain, unless ephemeral (nothing removes that)."""
+    return EPHEMERAL if level == EPHEMERAL else PLAIN
+
 
 # Leaf types that need no walking, no unknown check and no copying.
 SCALARS: frozenset[type] = frozenset({str, int, float, bool, type(None), bytes})
@@ -151,14 +169,14 @@ class Acc:
 
     def __init__(self) -> None:
         self.known = True
-        self.secret = False
+        self.secret: int = PLAIN  # a level: PLAIN, SECRET or EPHEMERAL
         self.resources: Resources = NO_RESOURCES
 
-    def merge(self, known: bool, secret: bool, resources: Resources) -> None:
+    def merge(self, known: bool, secret: int, resources: Resources) -> None:
         if not known:
             self.known = False
         if secret:
-            self.secret = True
+            self.secret |= secret
         if resources:
             self.resources = self.resources | resources
 
@@ -220,8 +238,8 @@ class OutputKind(NamedTuple):
 
     type: type
     """The Output class."""
-    state: Callable[[Any], tuple[Any, bool, bool, Resources, bool] | None]
-    """``(value, known, secret, resources, clean)`` of an Output, None while it is
+    state: Callable[[Any], tuple[Any, bool, int, Resources, bool] | None]
+    """``(value, known, secret level, resources, clean)`` of an Output, None while it is
     pending; raises the exception of a failed one. ``clean``: the value holds no
     Output, Secret or awaitable, so it needs no walking."""
     from_awaitable: Callable[[Awaitable[Any]], Any]
@@ -262,7 +280,7 @@ def walk(root: Any, acc: Acc, outputs: OutputKind) -> Generator[Any, None, Any]:
                     break
                 continue
             if isinstance(cur, Secret):
-                acc.secret = True
+                acc.secret |= SECRET
                 cur = cur.reveal()
                 continue
             if isinstance(cur, Unknown):

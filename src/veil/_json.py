@@ -20,7 +20,7 @@ class Found:
     __slots__ = ("resources", "secret", "unknown")
 
     def __init__(self) -> None:
-        self.secret = False
+        self.secret = 0  # a secret level, as an Output's (veil._inputs)
         self.unknown = False
         self.resources: frozenset[Any] = frozenset()
 
@@ -51,14 +51,14 @@ def dumps_found(
             resolved, inner, known, secret, res = o._veil_snapshot_()
             if not resolved:
                 raise NeedsAwait(o)
-            found.secret = found.secret or secret
+            found.secret |= secret
             found.resources |= res
             if not known:
                 found.unknown = True
                 return None
             return inner
         if isinstance(o, Secret):
-            found.secret = True
+            found.secret |= 1
             return o.reveal()
         if default is not None:
             return default(o)

@@ -7,8 +7,9 @@ what a program may build with ``veil.secret(value)``. Its ``str`` and ``repr`` a
 
 This module imports nothing of outputs, state, crypto or providers. Outputs take part
 through hooks, methods named ``_veil_..._`` (``_veil_snapshot_``, ``_veil_reveal_`` and
-``_veil_is_secret_``), so that :func:`reveal`, :func:`is_secret` and :func:`is_output`
-work on them without an import cycle.
+``_veil_is_secret_``, ``_veil_is_ephemeral_``), so that :func:`reveal`,
+:func:`is_secret`, :func:`is_ephemeral` and :func:`is_output` work on them without an
+import cycle.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 from ._known import MASK, remember
 from .errors import InvalidValueError, SecretPickleError
 
-__all__ = ["MASK", "Secret", "is_output", "is_secret", "reveal"]
+__all__ = ["MASK", "Secret", "is_ephemeral", "is_output", "is_secret", "reveal"]
 
 T = TypeVar("T")
 
@@ -139,6 +140,19 @@ def is_secret(value: object) -> bool:
     if isinstance(value, Secret):
         return True
     hook = getattr(type(value), "_veil_is_secret_", None)
+    if hook is not None:
+        return bool(hook(value))
+    return False
+
+
+def is_ephemeral(value: object) -> bool:
+    """Whether a value is ephemeral: a resolved Output marked with ``veil.ephemeral``
+    (or derived from one). Such a value may be used but is never written anywhere.
+
+    A :class:`Secret` and plain values are not ephemeral. A pending Output raises
+    :class:`veil.PendingOutputError` (use ``await o.is_ephemeral()`` instead).
+    """
+    hook = getattr(type(value), "_veil_is_ephemeral_", None)
     if hook is not None:
         return bool(hook(value))
     return False

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._ephemeral import ephemeral_refusal, find_ephemeral
 from ._files import write_atomic
 from ._secret import Secret, is_secret, reveal
 from .crypto import ValueCipher
@@ -515,8 +516,11 @@ class StackConfig:
         A plain value that equals or contains the plaintext of a secure value, or looks
         like a credential, is stored secure anyway with a :class:`veil.LeakWarning`
         (``VEIL_STRICT``: :class:`veil.PlaintextLeakError`, nothing changed): the file
-        is committed."""
+        is committed. An ephemeral value (``veil.ephemeral``) is refused with
+        :class:`veil.EphemeralValueError`, nothing changed: config is written down."""
         _check_key(key)
+        if find_ephemeral(value):
+            raise ephemeral_refusal([key], "config")
         if isinstance(value, Secret) or (isinstance(value, Output) and is_secret(value)):
             secret = True
         plain = reveal(value)

@@ -2,7 +2,9 @@
 
 Each stack has one random 32-byte *data key* (:func:`generate_data_key`). A
 :class:`ValueCipher` derives two subkeys from it with HKDF-SHA256: one AES-256-GCM key
-that seals values, and one HMAC-SHA256 key for the document MAC. A sealed value is an
+that seals values, and one HMAC-SHA256 key for the document MAC; a third, for
+fingerprints of ephemeral values (:meth:`ValueCipher.fingerprint`), is kept apart from
+both. A sealed value is an
 ASCII string (see ``docs/format.md``)::
 
     veil:v1:<key id, 16 hex>:<base64(nonce || ciphertext || tag)>
@@ -42,6 +44,7 @@ from .errors import DecryptionError, InvalidValueError, SecretPickleError
 
 __all__ = [
     "DATA_KEY_SIZE",
+    "FINGERPRINT_PREFIX",
     "TOKEN_PREFIX",
     "ValueCipher",
     "generate_data_key",
@@ -53,6 +56,9 @@ DATA_KEY_SIZE: Final = 32
 
 TOKEN_PREFIX: Final = "veil:v1:"  # noqa: S105  (a format marker, not a password)
 """Every sealed value of format version 1 starts with this."""
+
+FINGERPRINT_PREFIX: Final = "fp:v1:"
+"""Every fingerprint starts with this: ``fp:v1:<key id, 16 hex>:<HMAC, 32 hex>``."""
 
 _KEY_ID_LEN: Final = 16  # hex characters
 _NONCE_LEN: Final = 12
@@ -67,6 +73,9 @@ _B64_START: Final = _KID_END + 1
 _INFO_KEY_ID: Final = b"veil/v1/key-id"
 _INFO_VALUE_KEY: Final = b"veil/v1/value-key"
 _INFO_MAC_KEY: Final = b"veil/v1/mac-key"
+_INFO_FINGERPRINT_KEY: Final = b"veil/v1/fingerprint-key"
+_FINGERPRINT_DOMAIN: Final = b"veil/v1/fingerprint\x00"
+_FINGERPRINT_LEN: Final = 16  # bytes of HMAC-SHA256 kept: 128 bits, 32 hex characters
 _AAD_PREFIX: Final = b"veil/v1/value\x00"
 
 # Padding buckets for the binary (nonce || ciphertext || tag) length N: multiples of
@@ -172,7 +181,7 @@ class ValueCipher:
     (it holds no mutable state). Its ``repr`` shows only the key id.
     """
 
-    __slots__ = ("_aad_prefix", "_aead", "_mac_key", "_token_head", "key_id")
+    __slots__ = ("_aad_prefix", "_aead", "_fingerprint_key", "_mac_key", "_token_head", "key_id")
 
     key_id: str
 
@@ -182,6 +191,7 @@ class ValueCipher:
         self.key_id = key_id(data_key)
         self._aead = AESGCM(_hkdf(data_key, _INFO_VALUE_KEY, 32))
         self._mac_key = _hkdf(data_key, _INFO_MAC_KEY, 32)
+        self._fingerprint_key = _hkdf(data_key, _INFO_FINGERPRINT_KEY, 32)
         self._aad_prefix = _AAD_PREFIX + self.key_id.encode("ascii") + b"\x00"
         self._token_head = TOKEN_PREFIX + self.key_id + ":"
 
@@ -289,6 +299,30 @@ class ValueCipher:
     def mac(self, data: bytes) -> bytes:
         """HMAC-SHA256 of ``data`` under the MAC subkey (32 bytes)."""
         return hmac.digest(self._mac_key, data, sha256)
+
+    def fingerprint(self, stack: str, path: Sequence[str | int], value: Any) -> str:
+        """A keyed token of a JSON ``value`` at ``path`` of ``stack``:
+        ``fp:v1:<key id>:<32 hex>``.
+
+        Equal for an equal value at the same stack and path under the same data key,
+        in any process; different (but for a 2**-128 chance) for another value, path,
+        stack or key. HMAC-SHA256 under a subkey of its own, over a domain string of its
+        own, so no fingerprint is ever a document MAC or a config digest. It holds no
+        part of the value, and cannot be checked against guesses without the data key.
+        """
+        _check_json(value)
+        try:
+            text = json.dumps(
+                [stack, list(path), value],
+                sort_keys=True,
+                separators=(",", ":"),
+                ensure_ascii=True,
+                allow_nan=False,
+            )
+        except (TypeError, ValueError):
+            raise InvalidValueError("a value to fingerprint must be a JSON value") from None
+        tag = hmac.digest(self._fingerprint_key, _FINGERPRINT_DOMAIN + text.encode("ascii"), sha256)
+        return f"{FINGERPRINT_PREFIX}{self.key_id}:{tag[:_FINGERPRINT_LEN].hex()}"
 
     def verify_mac(self, data: bytes, tag: bytes) -> bool:
         """Whether ``tag`` is the MAC of ``data``, compared in constant time."""

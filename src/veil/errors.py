@@ -12,6 +12,7 @@ __all__ = [
     "ConfigMissingError",
     "ConfigStateMismatchError",
     "DecryptionError",
+    "EphemeralValueError",
     "IncorrectPassphraseError",
     "InvalidStackNameError",
     "InvalidValueError",
@@ -105,6 +106,22 @@ class UnknownSchemaError(SchemaError, LookupError):
     """No secret paths are registered for a type token: neither by
     ``veil.register_secret_paths`` nor by an installed ``veil.secret_schemas`` entry
     point."""
+
+
+class EphemeralValueError(VeilError):
+    """An ephemeral value (``veil.ephemeral``) was about to be written: to state,
+    config, a Pulumi checkpoint or a stack export. Nothing was written.
+
+    :attr:`paths` names every place that holds one (paths, never values). Leave the
+    value out, or store ``veil.fingerprint(value)`` there instead.
+    """
+
+    def __init__(self, message: str, paths: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.paths: tuple[str, ...] = tuple(paths)
+
+    def __reduce__(self) -> tuple[type[EphemeralValueError], tuple[str, tuple[str, ...]]]:
+        return (type(self), (str(self), self.paths))
 
 
 # --- Cryptography ----------------------------------------------------------------------

@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 
 from ._declared import declares_secret, field_is_secret
 from ._inputs import (
+    EPHEMERAL,
     NO_RESOURCES,
     SCALARS,
+    SECRET,
     UNKNOWN,
     Acc,
     Input,
@@ -52,6 +54,7 @@ from ._inputs import (
     Unknown,
     contains_unknowns,
     copy_plain,
+    declassified,
     isawaitable,
     walk,
 )
@@ -102,11 +105,14 @@ V = TypeVar("V")
 S = TypeVar("S", bound="str | bytes | int | float | bool | None")
 
 
-def _scan(val: Any) -> tuple[bool, bool]:
-    """Whether ``val`` holds, in nested dicts, lists or tuples, an ``Unknown`` and
-    whether it holds a ``Secret`` or a resolved secret Output (a value a function
-    returned: it stays as it is, but its secretness must not be lost)."""
-    unknown = secret = False
+def _scan(val: Any) -> tuple[bool, int, Output[Any] | None]:
+    """Whether ``val`` holds, in nested dicts, lists or tuples, an ``Unknown``; the
+    secret level of the ``Secret``s and resolved secret Outputs it holds (a value a
+    function returned: it stays as it is, but its secretness must not be lost); and an
+    Output in it that is still pending (whose level is not known yet), if any."""
+    unknown = False
+    secret = 0
+    pending: Output[Any] | None = None
     seen: set[int] = set()
     todo: list[Any] = [val]
     while todo:
@@ -118,18 +124,22 @@ def _scan(val: Any) -> tuple[bool, bool]:
         if isinstance(v, Unknown):
             unknown = True
         elif isinstance(v, Secret):
-            secret = True
+            secret |= SECRET
         elif isinstance(v, Output):
-            secret = secret or (v._pending is None and v._secret)
+            cell = v._pending
+            if cell is None:
+                secret |= v._secret
+            elif not cell.failed:
+                pending = v
         elif isinstance(v, (dict, list, tuple)) and id(v) not in seen:
             seen.add(id(v))
             todo.extend(dict.values(v) if isinstance(v, dict) else v)
-        if unknown and secret:
+        if unknown and secret == EPHEMERAL:
             break
-    return unknown, secret
+    return unknown, secret, pending
 
 
-_Data = tuple[Any, bool, bool, Resources]  # value, known, secret, resources
+_Data = tuple[Any, bool, int, Resources]  # value, known, secret level, resources
 
 
 class Output(Generic[T_co]):
@@ -140,7 +150,8 @@ class Output(Generic[T_co]):
 
     _value: Any
     _known: bool
-    _secret: bool
+    # The secret level (veil._inputs): 0 plain, 1 (or True) secret, 3 ephemeral.
+    _secret: int
     _resources: Resources
     # True when the value holds no Output, Secret or awaitable: from_input need not walk it.
     _clean: bool
@@ -180,7 +191,7 @@ class Output(Generic[T_co]):
         self._pending = Cell()
 
     def _settle(
-        self, value: Any, known: bool, secret: bool, resources: Resources, clean: bool
+        self, value: Any, known: bool, secret: int, resources: Resources, clean: bool
     ) -> None:
         with cells_lock:
             cell = self._pending
@@ -282,10 +293,11 @@ class Output(Generic[T_co]):
 
     # --- private accessors used by the rest of veil ---------------------------------------
 
-    def _veil_snapshot_(self) -> tuple[bool, Any, bool, bool, Resources]:
+    def _veil_snapshot_(self) -> tuple[bool, Any, bool, int, Resources]:
         """``(resolved, value, known, secret, resources)`` without waiting.
 
         ``resolved`` is False while pending. A failed Output raises its exception.
+        ``secret`` is a level: 0 plain, 1 secret, 3 ephemeral (truthy when secret).
         """
         cell = self._pending
         if cell is None:
@@ -297,7 +309,7 @@ class Output(Generic[T_co]):
         return False, None, False, False, NO_RESOURCES
 
     async def _veil_resolve_(self) -> _Data:
-        """``(value, known, secret, resources)``, awaiting a pending Output."""
+        """``(value, known, secret level, resources)``, awaiting a pending Output."""
         cell = self._pending
         if cell is not None:
             import asyncio
@@ -338,7 +350,15 @@ class Output(Generic[T_co]):
             raise PendingOutputError(
                 "this Output is still pending: use 'await o.is_secret()' instead"
             )
-        return secret
+        return bool(secret)
+
+    def _veil_is_ephemeral_(self) -> bool:
+        resolved, _v, _k, secret, _r = self._veil_snapshot_()
+        if not resolved:
+            raise PendingOutputError(
+                "this Output is still pending: use 'await o.is_ephemeral()' instead"
+            )
+        return secret == EPHEMERAL
 
     # --- Pulumi's awaitable accessors ------------------------------------------------------
 
@@ -354,8 +374,12 @@ class Output(Generic[T_co]):
         return (await self._veil_resolve_())[1]
 
     async def is_secret(self) -> bool:
-        """Whether the value is secret."""
-        return (await self._veil_resolve_())[2]
+        """Whether the value is secret (an ephemeral value is)."""
+        return bool((await self._veil_resolve_())[2])
+
+    async def is_ephemeral(self) -> bool:
+        """Whether the value is ephemeral: usable, but never written anywhere."""
+        return (await self._veil_resolve_())[2] == EPHEMERAL
 
     async def resources(self) -> set[Any]:
         """The resources this value depends on."""
@@ -430,7 +454,7 @@ class Output(Generic[T_co]):
             return _make(
                 result._value,
                 result._known,
-                result._secret or self._secret,
+                result._secret | self._secret,
                 self._resources | result._resources if result._resources else self._resources,
                 result._clean,
             )
@@ -438,9 +462,16 @@ class Output(Generic[T_co]):
             return Output._from_awaitable(result)._then(lambda src: self._absorb(src._value))
         if isinstance(result, Secret):
             inner = result.reveal()
-            return _make(inner, not contains_unknowns(inner), True, self._resources, False)
-        unknown, secret = _scan(result)
-        return _make(result, not unknown, self._secret or secret, self._resources, False)
+            return _make(
+                inner, not contains_unknowns(inner), self._secret | SECRET, self._resources, False
+            )
+        unknown, secret, pending = _scan(result)
+        if pending is not None and secret != EPHEMERAL:
+            # Its level counts too: settle once it has (failed or not), then look again.
+            out = _new_pending()
+            pending._on_settled(lambda: out._follow(self._absorb(result)))
+            return out
+        return _make(result, not unknown, self._secret | secret, self._resources, False)
 
     def recover(self, func: Callable[[Exception], Input[T_co]]) -> Output[T_co]:
         """This Output, or, if it failed, an Output of ``func(exception)``.
@@ -516,7 +547,7 @@ class Output(Generic[T_co]):
         if cell is not None:
             return "Output(<failed>)" if cell.failed else "Output(<pending>)"
         if self._secret:
-            return "Output([secret])"
+            return "Output([ephemeral])" if self._secret == EPHEMERAL else "Output([secret])"
         if not self._known:
             return "Output(<unknown>)"
         try:
@@ -530,8 +561,8 @@ class Output(Generic[T_co]):
             raise PendingOutputError("a pending Output cannot be pickled; await it first")
         if self._secret:
             raise SecretPickleError(
-                "a secret Output cannot be pickled: the pickle would hold its plaintext. "
-                "Store it with veil.state.dumps, which encrypts it."
+                "a secret or ephemeral Output cannot be pickled: the pickle would hold its "
+                "plaintext. Store it with veil.state.dumps, which encrypts it."
             )
         return (
             _make,
@@ -644,18 +675,53 @@ class Output(Generic[T_co]):
             if type(val) is str:
                 remember(val)
             return _make(val, True, True, NO_RESOURCES, True)
-        out = Output.from_input(val)
-        if out._pending is None:
-            if out._known:
-                remember(out._value)
-            return _make(out._value, out._known, True, out._resources, out._clean)
+        return _mark(val, SECRET)
 
-        def mark(src: Output[Any]) -> Output[Any]:
-            if src._known:
-                remember(src._value)
-            return _make(src._value, src._known, True, src._resources, src._clean)
+    @overload
+    @staticmethod
+    def ephemeral(val: Output[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def ephemeral(val: Secret[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def ephemeral(val: Awaitable[U]) -> Output[U]: ...
+    @overload
+    @staticmethod
+    def ephemeral(val: Mapping[K, Output[V]]) -> Output[dict[K, V]]: ...
+    @overload
+    @staticmethod
+    def ephemeral(val: Mapping[K, S]) -> Output[dict[K, S]]: ...
+    @overload
+    @staticmethod
+    def ephemeral(val: Mapping[K, Any]) -> Output[dict[K, Any]]: ...
+    @overload
+    @staticmethod
+    def ephemeral(val: list[Output[V]]) -> Output[list[V]]: ...
+    @overload
+    @staticmethod
+    def ephemeral(val: list[S]) -> Output[list[S]]: ...
+    @overload
+    @staticmethod
+    def ephemeral(val: list[Any]) -> Output[list[Any]]: ...
+    @overload
+    @staticmethod
+    def ephemeral(val: Input[U]) -> Output[U]: ...
+    @staticmethod
+    def ephemeral(val: Input[U]) -> Output[U]:
+        """An Output of ``val`` (unwrapped as by :meth:`from_input`) marked ephemeral:
+        secret, and never written anywhere.
 
-        return out._then(mark)
+        Everything derived from it is ephemeral too; :meth:`unsecret` does not remove
+        the mark. Saving it (state, config, a Pulumi checkpoint) raises
+        :class:`veil.EphemeralValueError`; :func:`veil.fingerprint` stores a keyed token
+        of it instead.
+        """
+        if type(val) in SCALARS:
+            if type(val) is str:
+                remember(val)
+            return _make(val, True, EPHEMERAL, NO_RESOURCES, True)
+        return _mark(val, EPHEMERAL)
 
     @overload
     @staticmethod
@@ -689,12 +755,18 @@ class Output(Generic[T_co]):
     def unsecret(val: Input[U]) -> Output[U]: ...
     @staticmethod
     def unsecret(val: Input[U]) -> Output[U]:
-        """The same Output, no longer marked secret. The explicit way to declassify."""
+        """The same Output, no longer marked secret. The explicit way to declassify.
+
+        An ephemeral value stays ephemeral (and so secret): nothing removes that mark."""
         out = Output.from_input(val)
         if out._pending is None:
-            return _make(out._value, out._known, False, out._resources, out._clean)
+            return _make(
+                out._value, out._known, declassified(out._secret), out._resources, out._clean
+            )
         return out._then(
-            lambda src: _make(src._value, src._known, False, src._resources, src._clean)
+            lambda src: _make(
+                src._value, src._known, declassified(src._secret), src._resources, src._clean
+            )
         )
 
     @overload
@@ -832,7 +904,7 @@ class Output(Generic[T_co]):
                 if src._secret or seen.secret:
                     scrub_exception(exc, src._value)
                 raise
-            secret = src._secret or seen.secret
+            secret = src._secret | seen.secret
             resources = src._resources | seen.resources
             if seen.unknown:
                 return _make(None, False, secret, resources, True)
@@ -875,7 +947,7 @@ class Output(Generic[T_co]):
 _new = object.__new__
 
 
-def _make(value: Any, known: bool, secret: bool, resources: Resources, clean: bool) -> Output[Any]:
+def _make(value: Any, known: bool, secret: int, resources: Resources, clean: bool) -> Output[Any]:
     """A resolved Output (the hot path: no __init__, no checks)."""
     out: Output[Any] = _new(Output)
     out._value = value
@@ -885,6 +957,49 @@ def _make(value: Any, known: bool, secret: bool, resources: Resources, clean: bo
     out._clean = clean
     out._pending = None
     return out
+
+
+def one_way(val: Input[Any], token: Callable[[Any], str]) -> Output[str]:
+    """An Output of ``token(value)`` that is plain, neither secret nor ephemeral, with
+    ``val``'s resources; unknown while ``val`` is.
+
+    The one derivation that drops the marks, so ``token`` must be a keyed one-way
+    function of the value (:func:`veil.fingerprint` is the use); anything else would
+    leak what the marks protect.
+    """
+    out = Output.from_input(val)
+
+    def run(src: Output[Any]) -> Output[str]:
+        if not src._known:
+            return _make(None, False, 0, src._resources, True)
+        try:
+            text = token(src._value)
+        except Exception as exc:
+            if src._secret:
+                scrub_exception(exc, src._value)
+            raise
+        return _make(text, True, 0, src._resources, True)
+
+    if out._pending is None:
+        return run(out)
+    return out._then(run)
+
+
+def _mark(val: Any, level: int) -> Output[Any]:
+    """``val`` unwrapped and raised to at least ``level``, its strings remembered for
+    the log filter."""
+    out = Output.from_input(val)
+    if out._pending is None:
+        if out._known:
+            remember(out._value)
+        return _make(out._value, out._known, out._secret | level, out._resources, out._clean)
+
+    def mark(src: Output[Any]) -> Output[Any]:
+        if src._known:
+            remember(src._value)
+        return _make(src._value, src._known, src._secret | level, src._resources, src._clean)
+
+    return out._then(mark)
 
 
 def _new_pending() -> Output[Any]:
@@ -925,13 +1040,13 @@ def deferred_output() -> tuple[Output[T], Callable[[Output[T]], None]]:
 # --- fast paths of all, format, concat and from_input ---------------------------------------
 
 
-def _gather(items: Any) -> tuple[list[Any], bool, bool, Resources] | None:
+def _gather(items: Any) -> tuple[list[Any], bool, int, Resources] | None:
     """Values and flags of resolved clean Outputs and scalars, or None for anything
     else (which then takes the general path). The tight loop behind all, format,
     concat and from_input of a flat dict."""
     values: list[Any] = []
     known = True
-    secret = False
+    secret = 0
     resources: Resources = NO_RESOURCES
     append = values.append
     for item in items:
@@ -944,8 +1059,12 @@ def _gather(items: Any) -> tuple[list[Any], bool, bool, Resources] | None:
             else:
                 known = False
                 append(item._value if contains_unknowns(item._value) else UNKNOWN)
-            if item._secret:
-                secret = True
+            # One read of the level (an Output's attribute reads are slow: it has
+            # __getattr__); a second read for each secret item would cost more than
+            # this local (valgrind instruction counts of Output.all/format/concat).
+            level = item._secret
+            if level and secret != EPHEMERAL:
+                secret = level  # the larger level: level >= 1 >= secret here
             if item._resources:
                 resources = resources | item._resources
         else:
@@ -966,7 +1085,7 @@ def _all_fast(items: list[Any], names: list[str] | None) -> Output[Any]:
     return _make(value, known, secret, resources, True)
 
 
-def _walk_state(o: Output[Any]) -> tuple[Any, bool, bool, Resources, bool] | None:
+def _walk_state(o: Output[Any]) -> tuple[Any, bool, int, Resources, bool] | None:
     cell = o._pending
     if cell is None:
         return o._value, o._known, o._secret, o._resources, o._clean

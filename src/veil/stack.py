@@ -33,8 +33,9 @@ import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
+from ._ephemeral import bind_export, ephemeral_refusal
 from ._secret import Secret
 from .config import CONFIG_FORMAT, Protection, StackConfig, config_path
 from .crypto import ValueCipher, generate_data_key
@@ -53,13 +54,14 @@ from .errors import (
     StateRollbackError,
     VeilError,
 )
-from .output import Output
+from .output import Output, one_way
 from .providers import SecretsProvider, provider_from_description, provider_from_url
 from .state.document import (
     Document,
     PathLike,
     dump_document,
     dump_document_async,
+    format_path,
     load_document,
     load_with_stored_providers,
     read_header,
@@ -722,10 +724,54 @@ class Stack:
     def export(self, name: str, value: Any) -> None:
         """Export a stack output (a plain value, a :class:`veil.Secret` or an Output).
 
-        Secret values are sealed when the stack is saved."""
+        Secret values are sealed when the stack is saved. A :func:`veil.fingerprint`
+        inside ``value`` becomes its token for the path it is exported at. A known
+        ephemeral value raises :class:`veil.EphemeralValueError` here (naming its
+        paths); one still pending is refused by :meth:`save`."""
         if not isinstance(name, str) or not name:
             raise ConfigError(f"an output name is a non-empty string, not {name!r}")
+        value, found = bind_export(value, ("outputs", name), self._fingerprint_at)
+        if found:
+            raise ephemeral_refusal([format_path(p) for p in found], f"output {name!r}")
         self._exports[name] = value
+
+    @overload
+    def fingerprint(self, value: Output[Any], path: PathLike) -> Output[str]: ...
+    @overload
+    def fingerprint(self, value: Any, path: PathLike) -> str: ...
+
+    def fingerprint(self, value: Any, path: PathLike) -> Output[str] | str:
+        """The fingerprint of ``value`` at ``path`` below the outputs (``"db.pw_version"``
+        or ``("db", "pw_version")``): what :func:`veil.fingerprint` becomes when exported
+        there. A plain token, ``fp:v1:<key id>:<32 hex>``; for an Output, an Output of
+        it (plain, neither secret nor ephemeral; unknown while the value is).
+
+        Equal for an equal value at the same path of this stack, in any process, as
+        long as the data key (of the state as last loaded or saved) is the same; it is
+        HMAC-SHA256 under a subkey of the data key, so it shows nothing of the value and
+        cannot be checked against guesses without the key. A rotation of the data key
+        (:meth:`rotate_key`, once saved) changes every fingerprint and its key id part:
+        a stored token whose key id is not :attr:`key_id` was made under an older key
+        and cannot tell whether the value changed.
+        """
+        if isinstance(path, str):
+            parts: tuple[str | int, ...] = tuple(path.split("."))
+        else:
+            parts = tuple(path)
+        if not parts:
+            raise ConfigError("a fingerprint path names a place below the outputs")
+        return self._fingerprint_at(value, ("outputs", *parts))
+
+    def _fingerprint_at(self, value: Any, path: tuple[str | int, ...]) -> Output[str] | str:
+        cipher = self._document.cipher
+        stack = self._name
+
+        def token(plain: Any) -> str:
+            return cipher.fingerprint(stack, path, _revealed(plain))
+
+        if isinstance(value, Output):
+            return one_way(value, token)
+        return token(value)
 
     @property
     def outputs(self) -> dict[str, Any]:

@@ -28,6 +28,9 @@ assert_type(Output.json_dumps({"n": number}), Output[str])
 assert_type(Output.secret("pw"), Output[str])
 assert_type(veil.secret(3), Output[int])
 assert_type(veil.unsecret(number), Output[int])
+assert_type(veil.ephemeral("tok"), Output[str])
+assert_type(Output.ephemeral(number), Output[int])
+assert_type(veil.ephemeral({"k": number}), Output[dict[str, int]])
 assert_type(veil.Secret("x").reveal(), str)
 
 
@@ -56,3 +59,9 @@ assert_type(Output.secret({"k": number}), Output[dict[str, int]])
 assert_type(Output.from_input(veil.Secret("pw")), Output[str])
 assert_type(Output.from_input(number), Output[int])
 assert_type(Output.from_input("s"), Output[str])
+
+
+def _fingerprints(stack: veil.Stack, o: Output[str]) -> None:
+    assert_type(stack.fingerprint(o, "db.password_version"), Output[str])
+    assert_type(stack.fingerprint("x", ("db", "password_version")), str)
+    assert_type(veil.fingerprint(o), veil.Fingerprint)

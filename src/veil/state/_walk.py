@@ -17,7 +17,7 @@ from math import isfinite as _isfinite
 from typing import Any
 
 from .._declared import fields_mapping, shape_of
-from .._inputs import Unknown
+from .._inputs import EPHEMERAL, Unknown
 from .._secret import Secret, is_output
 from ..crypto import ValueCipher
 from ..errors import (
@@ -56,20 +56,23 @@ def _unknown_type_error(value: object, path: Sequence[str | int]) -> VeilError:
     )
 
 
-def _snapshot(value: Any, path: Sequence[str | int]) -> tuple[Any, bool]:
-    """(value, secret) of a resolved, known Output, or a typed error naming the path."""
+def _snapshot(value: Any, path: Sequence[str | int]) -> tuple[Any, int]:
+    """(value, secret level) of a resolved, known Output, or a typed error naming the
+    path. An ephemeral Output's value is not returned (it is never written)."""
     resolved, inner, known, secret, _resources = value._veil_snapshot_()
     if not resolved:
         raise PendingOutputError(
             f"the Output at {format_path(path)} is still pending; await it first, "
             "or save with veil.state.dumps_async"
         )
+    if secret == EPHEMERAL:
+        return None, EPHEMERAL
     if not known:
         raise UnknownValueError(
             f"the Output at {format_path(path)} is unknown (a preview value); "
             "state can only be written once every value is known"
         )
-    return inner, bool(secret)
+    return inner, secret
 
 
 def _check_float(value: float, path: Sequence[str | int]) -> None:
@@ -79,8 +82,9 @@ def _check_float(value: float, path: Sequence[str | int]) -> None:
         )
 
 
-def _plain(value: Any, path: tuple[str | int, ...]) -> Any:
-    """The pure JSON form of a secret leaf's value (nested Secrets and Outputs opened)."""
+def _plain(value: Any, path: tuple[str | int, ...], ephemeral: list[tuple[str | int, ...]]) -> Any:
+    """The pure JSON form of a secret leaf's value (nested Secrets and Outputs opened);
+    the path of each ephemeral Output in it is added to ``ephemeral``."""
     t = type(value)
     if t is str or t is int or t is bool or value is None:
         return value
@@ -92,14 +96,18 @@ def _plain(value: Any, path: tuple[str | int, ...]) -> Any:
         for k, v in value.items():
             if type(k) is not str:
                 raise _key_error(k, path)
-            out[k] = _plain(v, (*path, k))
+            out[k] = _plain(v, (*path, k), ephemeral)
         return out
     if t is list or t is tuple or (isinstance(value, (list, tuple)) and shape_of(t) is None):
-        return [_plain(v, (*path, i)) for i, v in enumerate(value)]
+        return [_plain(v, (*path, i), ephemeral) for i, v in enumerate(value)]
     if t is Secret:
-        return _plain(value.reveal(), path)
+        return _plain(value.reveal(), path, ephemeral)
     if is_output(value):
-        return _plain(_snapshot(value, path)[0], path)
+        inner, level = _snapshot(value, path)
+        if level == EPHEMERAL:
+            ephemeral.append(path)
+            return None
+        return _plain(inner, path, ephemeral)
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, bool):
@@ -107,12 +115,12 @@ def _plain(value: Any, path: tuple[str | int, ...]) -> Any:
     if isinstance(value, int):
         return int.__index__(value)
     if isinstance(value, float):
-        return _plain(float(value), path)
+        return _plain(float(value), path, ephemeral)
     if isinstance(value, Secret):
-        return _plain(value.reveal(), path)
+        return _plain(value.reveal(), path, ephemeral)
     shape = shape_of(t)
     if shape is not None:  # a dataclass, attrs class, NamedTuple: a mapping of its fields
-        return _plain(fields_mapping(value, shape), path)
+        return _plain(fields_mapping(value, shape), path, ephemeral)
     raise _unknown_type_error(value, path)
 
 
@@ -142,6 +150,8 @@ class Sealer:
         self.leaves: list[tuple[Any, str, dict[str, str]]] = []
         # id of a Secret left in the tree -> its marker (the tree keeps it alive)
         self.markers: dict[int, dict[str, str]] = {}
+        # Paths of ephemeral values: the caller refuses the save if there is any.
+        self.ephemeral: list[tuple[str | int, ...]] = []
 
     def root(self, tree: Any) -> Any:
         return self.slow(tree, self.prefix, self.prefix + "]]")
@@ -173,6 +183,9 @@ class Sealer:
             return self.secret(v, aad)
         if is_output(v):
             inner, secret = _snapshot(v, leaf_path(aad))
+            if secret == EPHEMERAL:
+                self.ephemeral.append(leaf_path(aad))
+                return None
             if secret:
                 marker = {SECRET_KEY: ""}
                 self.leaves.append((inner, aad, marker))
@@ -271,7 +284,7 @@ class Sealer:
                 out.append((value, value, aad, marker))
                 continue
             if not (t is int or t is bool or value is None):
-                value = _plain(value, leaf_path(aad))
+                value = _plain(value, leaf_path(aad), self.ephemeral)
             out.append((value, canonical_plain(value), aad, marker))
         return out
 
@@ -330,7 +343,8 @@ class Sealer:
 
 
 async def resolve(value: Any, path: tuple[str | int, ...]) -> Any:
-    """``value`` with every Output awaited: secret ones become Secrets."""
+    """``value`` with every Output awaited: secret ones become Secrets; ephemeral ones
+    stay (now resolved) Outputs, for the sealing walk to refuse with their paths."""
     t = type(value)
     if t is str or t is int or t is float or t is bool or value is None:
         return value
@@ -345,6 +359,8 @@ async def resolve(value: Any, path: tuple[str | int, ...]) -> Any:
         return Secret(await resolve(inner, path))
     if is_output(value):
         inner, known, secret, _resources = await value._veil_resolve_()
+        if secret == EPHEMERAL:
+            return value
         if not known:
             raise UnknownValueError(
                 f"the Output at {format_path(path)} is unknown (a preview value); "

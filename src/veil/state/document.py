@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
+from .._ephemeral import ephemeral_refusal
 from .._secret import Secret
 from ..crypto import DATA_KEY_SIZE, ValueCipher, generate_data_key, key_id
 from ..errors import (
@@ -349,7 +350,9 @@ def dump_document(
       leaf; everything else stays readable. A pending Output raises
       :class:`~veil.PendingOutputError`, an unknown one :class:`~veil.UnknownValueError`,
       a non-JSON value or a non-str key :class:`~veil.InvalidValueError` (each names
-      the path).
+      the path). Ephemeral values (``veil.ephemeral``) raise one
+      :class:`~veil.EphemeralValueError` naming every path that holds one, before
+      anything is sealed.
     - ``previous`` (a Document, or the bytes of one): its data key is reused and each
       secret that did not change keeps its sealed value; the serial grows by one.
       Without it a new data key is made and ``serial`` (default 1) is used.
@@ -504,6 +507,8 @@ def _dump_checked(
         raise InvalidValueError(
             "the tree is nested too deeply or refers to itself; state must be a tree"
         ) from None
+    if sealer.ephemeral:  # before anything is sealed or written
+        raise ephemeral_refusal([format_path(p) for p in sealer.ephemeral], "state")
 
     guarded: tuple[tuple[str | int, ...], ...] = ()
     if previous is not None and previous._sealed:

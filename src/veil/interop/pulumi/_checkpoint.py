@@ -11,7 +11,8 @@ import json
 import math
 from typing import Any, Final, NoReturn
 
-from ..._secret import Secret, is_output, is_secret, reveal
+from ..._ephemeral import ephemeral_refusal
+from ..._secret import Secret, is_ephemeral, is_output, is_secret, reveal
 from ...errors import (
     DecryptionError,
     InvalidValueError,
@@ -205,12 +206,13 @@ def load_checkpoint(data: bytes | str, crypter: PassphraseCrypter) -> Any:
 
 
 class _DumpContext:
-    __slots__ = ("crypter", "path", "wrote_secrets")
+    __slots__ = ("crypter", "ephemeral", "path", "wrote_secrets")
 
     def __init__(self, crypter: PassphraseCrypter) -> None:
         self.crypter = crypter
         self.path: list[str | int] = []
         self.wrote_secrets = False
+        self.ephemeral: list[str] = []  # paths of ephemeral values: the dump is refused
 
 
 def _check_scalar(node: Any, path: list[str | int]) -> Any:
@@ -228,10 +230,14 @@ def _check_scalar(node: Any, path: list[str | int]) -> Any:
     )
 
 
-def _plain(node: Any, path: list[str | int]) -> Any:
-    """A JSON value with every Secret and Output inside revealed (it will be sealed)."""
+def _plain(node: Any, path: list[str | int], ephemeral: list[str]) -> Any:
+    """A JSON value with every Secret and Output inside revealed (it will be sealed);
+    the path of each ephemeral Output met is added to ``ephemeral``."""
+    if is_output(node) and is_ephemeral(node):
+        ephemeral.append(_format_path(path))
+        return None
     if isinstance(node, Secret) or is_output(node):
-        return _plain(reveal(node), path)
+        return _plain(reveal(node), path, ephemeral)
     if isinstance(node, dict):
         # The container loop of _dump_node below, without its secret handling: a
         # shared walker would need a hook per leaf kind for two six-line loops.
@@ -242,21 +248,23 @@ def _plain(node: Any, path: list[str | int]) -> Any:
                     f"a key at {_format_path(path)} is a {type(key).__name__}; JSON keys are str"
                 )
             path.append(key)
-            out[key] = _plain(value, path)
+            out[key] = _plain(value, path, ephemeral)
             path.pop()
         return out
     if isinstance(node, (list, tuple)):
         items: list[Any] = []
         for index, value in enumerate(node):
             path.append(index)
-            items.append(_plain(value, path))
+            items.append(_plain(value, path, ephemeral))
             path.pop()
         return items
     return _check_scalar(node, path)
 
 
 def _seal(value: Any, ctx: _DumpContext, secret: Secret[Any] | None) -> dict[str, str]:
-    plain = _plain(value, ctx.path)
+    plain = _plain(value, ctx.path, ctx.ephemeral)
+    if ctx.ephemeral:
+        return {}  # the dump is refused: seal nothing more
     text = json.dumps(plain, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     ciphertext = ctx.crypter.reused_ciphertext(secret, text)
     if ciphertext is None:
@@ -270,6 +278,9 @@ def _dump_node(node: Any, ctx: _DumpContext) -> Any:
         return _seal(node.reveal(), ctx, node)
     if is_output(node):
         # reveal() raises PendingOutputError / UnknownValueError for unresolved Outputs.
+        if is_ephemeral(node):
+            ctx.ephemeral.append(_format_path(ctx.path))
+            return None
         if is_secret(node):
             return _seal(reveal(node), ctx, None)
         return _dump_node(reveal(node), ctx)
@@ -352,13 +363,16 @@ def dump_checkpoint(tree: Any, crypter: PassphraseCrypter) -> bytes:
     Raises :class:`veil.InvalidValueError` for a value JSON cannot hold,
     :class:`veil.PendingOutputError` / :class:`veil.UnknownValueError` for an Output
     without a known value, :class:`veil.ProviderConfigError` when the checkpoint names
-    another secrets provider.
+    another secrets provider, :class:`veil.EphemeralValueError` (naming every path)
+    for ephemeral values, which are never written.
     """
     ctx = _DumpContext(crypter)
     try:
         out = _dump_node(tree, ctx)
     except RecursionError:
         raise InvalidValueError("the tree is nested too deeply to write as JSON") from None
+    if ctx.ephemeral:
+        raise ephemeral_refusal(ctx.ephemeral, "the checkpoint")
     _name_provider(out, crypter, ctx.wrote_secrets)
     text = json.dumps(out, indent=4, ensure_ascii=False, allow_nan=False)
     return (text + "\n").encode("utf-8")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..._ephemeral import ephemeral_refusal, find_ephemeral
 from ..._files import write_atomic
 from ..._secret import Secret, is_output, is_secret, reveal
 from ...errors import (
@@ -263,14 +264,18 @@ class PulumiStackConfig:
         A secure value must be a ``str`` (Pulumi encrypts config strings). Structured
         values (dict, list) may hold Secret leaves, each stored as its own secure value.
         The key keeps its place and comments if it exists; a new key goes last.
-        Raises :class:`veil.ConfigError` for a key without a ``namespace:`` and
-        :class:`veil.InvalidValueError` for a value YAML config cannot hold.
+        Raises :class:`veil.ConfigError` for a key without a ``namespace:``,
+        :class:`veil.InvalidValueError` for a value YAML config cannot hold and
+        :class:`veil.EphemeralValueError` for an ephemeral value.
         """
         if not isinstance(key, str) or ":" not in key or key.startswith(":"):
             raise ConfigError(
                 f"Pulumi config keys are '<namespace>:<name>' (e.g. 'myproject:password'), "
                 f"not {key!r}"
             )
+        found = find_ephemeral(value, (key,))
+        if found:
+            raise ephemeral_refusal([".".join(map(str, p)) for p in found], "Pulumi config")
         node = self._secure(value) if secret else self._encode(value, key)
         self._config(create=True)[key] = node
 
