@@ -135,7 +135,7 @@ EXPECTED_ALL: dict[str, set[str]] = {
     },
     "veil.state": {
         "DEFAULT_HISTORY_SIZE", "DEFAULT_STATE_URL", "STORE_ENTRY_POINT_GROUP", "Document",
-        "DocumentHeader", "FileStore", "HistoryEntry", "LockInfo", "PathLike",
+        "DocumentHeader", "FileStore", "HeldLock", "HistoryEntry", "LockInfo", "PathLike",
         "ProviderEntry", "StackLock", "StateStore", "dump_document", "dump_document_async",
         "dumps", "dumps_async", "known_store_schemes", "load_document", "loads",
         "read_header", "register_store_scheme", "store_from_url", "validate_stack_name",

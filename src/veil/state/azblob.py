@@ -50,6 +50,7 @@ from ..errors import (
 )
 from .store import (
     DEFAULT_HISTORY_SIZE,
+    HeldLock,
     HistoryEntry,
     LockInfo,
     StackLock,
@@ -98,29 +99,13 @@ def _require_sdk() -> None:
         raise StoreAccessError(_MISSING)
 
 
-class _BlobStackLock(StackLock):
+class _BlobStackLock(HeldLock):
     def __init__(self, store: AzureBlobStore, stack: str, info: LockInfo, etag: str) -> None:
-        self.stack = stack
-        self.info = info
-        self._store = store
+        super().__init__(stack, info, store._release)
         self._etag = etag  # of the lock blob we created
-        self._held = True
         # The state blob as this holder last saw or wrote it.
         self.state_etag: str | None = None
         self.state_version = 0
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    def release(self) -> None:
-        if not self._held:
-            return
-        self._held = False
-        self._store._release(self)
-
-    def __repr__(self) -> str:
-        return f"<StackLock {self.stack!r} held={self._held}>"
 
 
 class AzureBlobStore(StateStore):

@@ -46,6 +46,7 @@ from ..errors import (
 )
 from .store import (
     DEFAULT_HISTORY_SIZE,
+    HeldLock,
     HistoryEntry,
     LockInfo,
     StackLock,
@@ -110,28 +111,12 @@ class _Missing(Exception):
     """The object does not exist (HTTP 404, bucket present)."""
 
 
-class _GcsStackLock(StackLock):
+class _GcsStackLock(HeldLock):
     def __init__(self, store: GcsStore, stack: str, info: LockInfo, generation: int) -> None:
-        self.stack = stack
-        self.info = info
+        super().__init__(stack, info, store._release)
         self.lock_generation = generation
         self.state_generation = 0  # of the state object when last seen; 0 = none
         self.version = 0  # writes so far (the state's veil-version)
-        self._store = store
-        self._held = True
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    def release(self) -> None:
-        if not self._held:
-            return
-        self._held = False
-        self._store._release(self)
-
-    def __repr__(self) -> str:
-        return f"<StackLock {self.stack!r} held={self._held}>"
 
 
 class GcsStore(StateStore):

@@ -43,6 +43,7 @@ from ..errors import (
 )
 from .store import (
     DEFAULT_HISTORY_SIZE,
+    HeldLock,
     HistoryEntry,
     LockInfo,
     StackLock,
@@ -119,26 +120,10 @@ def _public_url(params: dict[str, Any], table: str, history: int) -> str:
     return url
 
 
-class _PostgresStackLock(StackLock):
+class _PostgresStackLock(HeldLock):
     def __init__(self, store: PostgresStore, stack: str, info: LockInfo, version: int) -> None:
-        self.stack = stack
-        self.info = info
+        super().__init__(stack, info, store._release)
         self.version = version  # the state row's version this holder last saw or wrote
-        self._store = store
-        self._held = True
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    def release(self) -> None:
-        if not self._held:
-            return
-        self._held = False
-        self._store._release(self)
-
-    def __repr__(self) -> str:
-        return f"<StackLock {self.stack!r} held={self._held}>"
 
 
 class PostgresStore(StateStore):

@@ -42,6 +42,7 @@ from ..errors import (
 )
 from .store import (
     DEFAULT_HISTORY_SIZE,
+    HeldLock,
     HistoryEntry,
     LockInfo,
     StackLock,
@@ -73,28 +74,12 @@ _WRONG_REGION = {
 }
 
 
-class _S3StackLock(StackLock):
+class _S3StackLock(HeldLock):
     def __init__(self, store: S3Store, stack: str, info: LockInfo) -> None:
-        self.stack = stack
-        self.info = info
-        self._store = store
-        self._held = True
+        super().__init__(stack, info, store._release)
         # The state object as this holder last saw it: compare-and-swap on every write.
         self.etag: str | None = None
         self.version = 0
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    def release(self) -> None:
-        if not self._held:
-            return
-        self._held = False
-        self._store._release(self)
-
-    def __repr__(self) -> str:
-        return f"<StackLock {self.stack!r} held={self._held}>"
 
 
 class S3Store(StateStore):

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .._files import create_new, fsync_dir, write_atomic
 from ..errors import (
@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_STATE_URL",
     "STORE_ENTRY_POINT_GROUP",
     "FileStore",
+    "HeldLock",
     "HistoryEntry",
     "LockInfo",
     "StackLock",
@@ -182,6 +183,31 @@ class StackLock(abc.ABC):
         self.release()
 
 
+class HeldLock(StackLock):
+    """The lock a store hands out: held until :meth:`release`, which calls the store's
+    ``release`` function once. Stores subclass it to keep what their compare-and-swap
+    needs (an ETag, a generation, a row version); users' own stores may too."""
+
+    def __init__(self, stack: str, info: LockInfo, release: Callable[[Any], None]) -> None:
+        self.stack = stack
+        self.info = info
+        self._release = release
+        self._held = True
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        self._release(self)
+
+    def __repr__(self) -> str:
+        return f"<StackLock {self.stack!r} held={self._held}>"
+
+
 class StateStore(abc.ABC):
     """Stores the bytes of each stack's state document.
 
@@ -299,25 +325,9 @@ def _os_errors(action: str, where: Path) -> Iterator[None]:
     )
 
 
-class _FileStackLock(StackLock):
+class _FileStackLock(HeldLock):
     def __init__(self, store: FileStore, stack: str, info: LockInfo) -> None:
-        self.stack = stack
-        self.info = info
-        self._store = store
-        self._held = True
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    def release(self) -> None:
-        if not self._held:
-            return
-        self._held = False
-        self._store._release(self)
-
-    def __repr__(self) -> str:
-        return f"<StackLock {self.stack!r} held={self._held}>"
+        super().__init__(stack, info, store._release)
 
 
 class FileStore(StateStore):
