@@ -183,6 +183,12 @@ class StackLock(abc.ABC):
         self.release()
 
 
+# The stores (this file's FileStore and s3, gcs, azblob, postgres) share the shape of
+# lock(), the "already locked by this store object" and "written by another writer"
+# messages and their URL parsing, by design: each keeps the same contract with its own
+# service's primitives (rename, If-Match, generations, ETags, a version column), and a
+# shared template would hide the one line per store that makes it correct. What is the
+# same code, not just the same shape, lives here (HeldLock, LockInfo, validate_stack_name).
 class HeldLock(StackLock):
     """The lock a store hands out: held until :meth:`release`, which calls the store's
     ``release`` function once. Stores subclass it to keep what their compare-and-swap
