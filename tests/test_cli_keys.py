@@ -108,6 +108,8 @@ def test_rotate_with_a_wrong_passphrase_changes_nothing(tmp_path: Path) -> None:
 
 _KILL_AT_CONFIG_WRITE = """
 import os, signal, sys
+# A shell's background jobs start with SIGINT ignored; a user's Ctrl-C is not.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import veil.config
 def killed(*args, **kwargs):
     os.kill(os.getpid(), signal.{sig})
