@@ -315,6 +315,8 @@ import json, sys, time
 from veil import StateLockedError
 from veil.state import FileStore
 store = FileStore(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()  # both start together, so that they collide
 done = refused = 0
 while done < int(sys.argv[2]):
     try:
@@ -333,7 +335,14 @@ print(done, refused)
 def test_two_processes_saving_one_stack_lose_no_update(store: FileStore) -> None:
     store.write("dev", b'{"n": 0}')
     procs = [_spawn(_INCREMENT, str(store.root), "40") for _ in range(2)]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
     results = []
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     for proc in procs:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
