@@ -587,13 +587,14 @@ def test_a_stored_path_to_another_file_reveals_nothing_about_it(tmp_path: Path) 
     with pytest.raises(veil.KeyFilePermissionError) as info:
         LocalKeyProvider.from_description({"path": str(other)}).unwrap_key(b"x" * 40, CTX)
     message = str(info.value)
-    assert "644" not in message
-    assert "0o" not in message
     assert message.count(str(other)) >= 1
+    outside_path = message.replace(str(other), "<path>")  # a temp path may hold digits
+    assert "644" not in outside_path
+    assert "0o" not in outside_path
     other.chmod(0o600)
     with pytest.raises(veil.ProviderConfigError) as info2:
         LocalKeyProvider.from_description({"path": str(other)}).unwrap_key(b"x" * 40, CTX)
-    assert "45" not in str(info2.value)
+    assert "45" not in str(info2.value).replace(str(other), "<path>")  # not its size
 
 
 def test_the_permission_check_uses_the_open_descriptor(
