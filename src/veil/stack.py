@@ -25,18 +25,28 @@ What is checked on open, before any key is used for something new (see
 from __future__ import annotations
 
 import contextlib
-import datetime
-import json
 import os
-import time
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, overload
+from typing import Any, overload
 
 from ._ephemeral import bind_export, ephemeral_refusal
 from ._secret import Secret
+from ._stack_records import (
+    META,
+    StackVersion,
+    mismatch_error,
+    now,
+    recipient_url,
+    retired_keys,
+    stack_history,
+    take_lock,
+)
+from ._stack_records import (
+    ledger as state_ledger,
+)
 from .config import CONFIG_FORMAT, Protection, StackConfig, config_path
 from .crypto import ValueCipher, generate_data_key
 from .errors import (
@@ -50,7 +60,6 @@ from .errors import (
     StateError,
     StateFormatError,
     StateIntegrityError,
-    StateLockedError,
     StateRollbackError,
     VeilError,
 )
@@ -83,7 +92,6 @@ DEFAULT_SECRETS_PROVIDER = "passphrase://"
 # The state tree's member for what the stack records about itself: digests of its
 # secure config values, and the data key before a rotation whose config write is not
 # yet confirmed. Program outputs live under "outputs".
-_META = "veil"
 _LEDGER_DEPTH = 16  # superseded values remembered per config key
 
 
@@ -124,47 +132,6 @@ def _protection(key_id: str, entries: Any) -> Protection:
     return Protection(key_id, [(e.scheme, e.description) for e in entries])
 
 
-def _meta(document: Document) -> dict[str, Any]:
-    tree = document.tree
-    meta = tree.get(_META) if isinstance(tree, dict) else None
-    return meta if isinstance(meta, dict) else {}
-
-
-def _retired_keys(document: Document) -> dict[str, bytes]:
-    """The keys the state vouches for as used before its current one (only while a
-    rotation's config write is unconfirmed)."""
-    out: dict[str, bytes] = {}
-    retired = _meta(document).get("retired_keys")
-    if isinstance(retired, dict):
-        for kid, sealed in retired.items():
-            if isinstance(sealed, Secret) and isinstance(sealed.reveal(), str):
-                try:
-                    out[kid] = bytes.fromhex(sealed.reveal())
-                except ValueError:
-                    continue
-    return out
-
-
-def _ledger(document: Document) -> dict[str, list[str]]:
-    ledger = _meta(document).get("config")
-    if not isinstance(ledger, dict):
-        return {}
-    return {
-        k: [d for d in v if isinstance(d, str)]
-        for k, v in ledger.items()
-        if isinstance(k, str) and isinstance(v, list)
-    }
-
-
-def _mismatch(name: str, path: Path, what: str) -> ConfigStateMismatchError:
-    return ConfigStateMismatchError(
-        f"the config file {path} and the state of stack {name!r} disagree: {what}. If "
-        "someone changed the stack elsewhere (a rotation, a new provider, a new value), "
-        "pull the latest config file (git pull) and retry; if nobody did, one of the two "
-        "was replaced, and nothing was used or written."
-    )
-
-
 def _seal_member(container: Any, key: str | int) -> None:
     """``container[key]`` becomes a Secret, if the container holds that member."""
     if isinstance(container, dict) and key in container:
@@ -180,100 +147,6 @@ def _seal_member(container: Any, key: str | int) -> None:
 def _as_secret(value: Any) -> Any:
     """A Secret of ``value``; a secret Output of an Output (a Secret cannot hold one)."""
     return Output.secret(value) if isinstance(value, Output) else Secret(value)
-
-
-def _lock_timeout(value: float | None) -> float:
-    if value is not None:
-        return max(0.0, float(value))
-    raw = os.environ.get("VEIL_LOCK_TIMEOUT", "").strip()
-    if not raw:
-        return 0.0
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        raise ConfigError(f"VEIL_LOCK_TIMEOUT must be a number of seconds, not {raw!r}") from None
-
-
-def _take_lock(store: StateStore, name: str, timeout: float | None) -> StackLock:
-    """The stack's lock, waiting up to ``timeout`` seconds while another holds it."""
-    deadline = time.monotonic() + _lock_timeout(timeout)
-    delay = 0.05
-    while True:
-        try:
-            return store.lock(name)
-        except StateLockedError:
-            holder = store.lock_info(name)
-            if holder is not None and holder.pid == os.getpid() and holder.host == _hostname():
-                raise StateLockedError(
-                    f"this process already has stack {name!r} open; close it (stack.close()) "
-                    "or use a with block before opening it again"
-                ) from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, 1.0)
-
-
-def _hostname() -> str:
-    import socket  # on use: it costs at import time
-
-    return socket.gethostname()
-
-
-def _recipient_url(scheme: str, description: Mapping[str, Any]) -> str:
-    """A recipient as a URL (its non-secret settings), or ``scheme://`` if its provider
-    cannot be built here."""
-    try:
-        return provider_from_description(scheme, dict(description)).url
-    except VeilError:
-        return f"{scheme}://"
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-class StackVersion(NamedTuple):
-    """One kept version of a stack's state, for ``veil stack history``.
-
-    ``owner``, ``host`` and ``time`` are what the writer recorded (informational:
-    read without a key, so only as trustworthy as the backend)."""
-
-    version: int
-    serial: int
-    time: str
-    owner: str
-    host: str
-    key_id: str
-    size: int
-
-
-def stack_history(store: StateStore, name: str) -> list[StackVersion]:
-    """The kept versions of stack ``name``, newest first; needs no key."""
-    out = []
-    for entry in store.history(name):
-        try:
-            data = store.read_version(name, entry.version)
-            header = read_header(data)
-            raw = json.loads(data)
-            meta = raw.get("tree", {}).get(_META, {}) if isinstance(raw.get("tree"), dict) else {}
-            who = meta.get("written_by") if isinstance(meta, dict) else None
-        except (VeilError, ValueError):
-            continue  # a damaged copy: listed by the store, not here
-        who = who if isinstance(who, dict) else {}
-        out.append(
-            StackVersion(
-                version=entry.version,
-                serial=header.serial,
-                time=str(who.get("time") or entry.time),
-                owner=str(who.get("owner") or ""),
-                host=str(who.get("host") or ""),
-                key_id=header.key_id,
-                size=entry.size,
-            )
-        )
-    return out
 
 
 def remove_stack(
@@ -445,7 +318,7 @@ class Stack:
         # Keys the config may still be sealed under (an interrupted rotation), kept in
         # the state until a config write under the current key is confirmed.
         self._retired: dict[str, bytes] = dict(retired or {})
-        self._ledger = _ledger(document)
+        self._ledger = state_ledger(document)
         self._written_ledger: dict[str, list[str]] = self._ledger
         self._written_retired = False
 
@@ -565,7 +438,7 @@ class Stack:
                 "or Stack.create()"
             )
         workspace = Workspace(project)
-        held = _take_lock(store, name, lock_timeout) if lock else None
+        held = take_lock(store, name, lock_timeout) if lock else None
         try:
             stack = cls._open_locked(
                 name, store, project, workspace, secrets_provider, held, allow_rollback
@@ -609,7 +482,7 @@ class Stack:
         stored = _protection(header.key_id, header.providers)
         if file is not None and not file.protection.same_recipients(stored):
             # Before any provider is built or called: neither file alone chooses one.
-            raise _mismatch(
+            raise mismatch_error(
                 name,
                 path,
                 f"the config records recipients [{file.protection.describe_recipients()}], "
@@ -627,7 +500,7 @@ class Stack:
             chosen = _provider(spec, project)
             document = load_document(data, provider=chosen)
 
-        retired = _retired_keys(document)
+        retired = retired_keys(document)
         if file is None:
             # A checkout without the config file: start one that records the state.
             config = StackConfig(
@@ -646,7 +519,7 @@ class Stack:
                 # write; the state vouches for the old key. Resealed on the next save.
                 cipher = ValueCipher(retired[recorded])
             else:
-                raise _mismatch(
+                raise mismatch_error(
                     name,
                     path,
                     f"the config records data key {recorded}, the state is sealed under "
@@ -679,7 +552,7 @@ class Stack:
     @staticmethod
     def _check_ledger(name: str, path: Path, config: StackConfig, document: Document) -> None:
         """Refuse a secure config value the state knows as superseded."""
-        ledger = _ledger(document)
+        ledger = state_ledger(document)
         if not ledger:
             return
         # A value that does not open is reported when it is read (and set again).
@@ -687,7 +560,7 @@ class Stack:
         for key, digest in digests.items():
             known = ledger.get(key)
             if known and digest != known[0] and digest in known[1:]:
-                raise _mismatch(
+                raise mismatch_error(
                     name,
                     path,
                     f"secure config value {key!r} is an older value than the one last saved "
@@ -891,7 +764,7 @@ class Stack:
         if self._lock is not None:
             # Who wrote this version, for 'veil stack history' (informational).
             info = self._lock.info
-            meta["written_by"] = {"owner": info.owner, "host": info.host, "time": _now()}
+            meta["written_by"] = {"owner": info.owner, "host": info.host, "time": now()}
         retired = dict(self._retired)
         if new_key is not None:
             # Until the config is written under the new key, the state vouches for the
@@ -902,7 +775,7 @@ class Stack:
         self._written_retired = bool(retired)
         if retired:
             meta["retired_keys"] = {kid: Secret(key.hex()) for kid, key in retired.items()}
-        return {"outputs": self._exports, _META: meta}
+        return {"outputs": self._exports, META: meta}
 
     def _after_save(self, data: bytes, document: Document) -> None:
         protection = _protection(document.key_id, document.providers)
@@ -996,7 +869,7 @@ class Stack:
     @property
     def recipients(self) -> list[str]:
         """The URLs of the providers that can open the stack, as last written."""
-        return [_recipient_url(e.scheme, e.description) for e in self._document.providers]
+        return [recipient_url(e.scheme, e.description) for e in self._document.providers]
 
     def add_recipient(self, provider: str | SecretsProvider) -> None:
         """Let another provider open the stack from the next :meth:`save` on (the data
@@ -1021,7 +894,7 @@ class Stack:
         (``rotate_key=False`` for the cheap re-wrap). Removing the last recipient is
         refused. Returns the URL of the removed recipient."""
         entries = [e for e in self._document.providers if e.scheme not in self._dropped]
-        urls = [_recipient_url(e.scheme, e.description) for e in entries]
+        urls = [recipient_url(e.scheme, e.description) for e in entries]
         match = [e for e, url in zip(entries, urls, strict=True) if url == which]
         if not match and which.endswith("://"):
             match = [e for e in entries if e.scheme == which[:-3].lower()]
@@ -1039,7 +912,7 @@ class Stack:
         self._dropped.add(entry.scheme)
         if rotate_key:
             self._rotate = True
-        return _recipient_url(entry.scheme, entry.description)
+        return recipient_url(entry.scheme, entry.description)
 
     def replace_outputs(self, outputs: Mapping[str, Any]) -> None:
         """Replace every exported output (for ``veil stack import``); saved by :meth:`save`."""
