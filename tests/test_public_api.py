@@ -199,6 +199,7 @@ def test_internals_stay_out_of_the_state_package() -> None:
 def test_dump_options_are_spelled_out_for_type_checkers() -> None:
     import inspect
 
+    from veil import state
     from veil.state import document
 
     options = [
@@ -208,8 +209,8 @@ def test_dump_options_are_spelled_out_for_type_checkers() -> None:
     ]
     for function in (
         document.dumps,
-        document.dumps_async,
-        document.dump_document_async,
+        state.dumps_async,
+        state.dump_document_async,
     ):
         parameters = inspect.signature(function).parameters.values()
         assert not any(p.kind is p.VAR_KEYWORD for p in parameters), function.__name__

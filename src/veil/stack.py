@@ -65,11 +65,11 @@ from .errors import (
 )
 from .output import Output, one_way
 from .providers import SecretsProvider, provider_from_description, provider_from_url
+from .state._async import dump_document_async
 from .state.document import (
     Document,
     PathLike,
     dump_document,
-    dump_document_async,
     format_path,
     load_document,
     load_with_stored_providers,

@@ -9,15 +9,14 @@ lock. The public names are listed in ``docs/api.md``.
 
 from __future__ import annotations
 
+from ._async import dump_document_async, dumps_async
 from .document import (
     Document,
     DocumentHeader,
     PathLike,
     ProviderEntry,
     dump_document,
-    dump_document_async,
     dumps,
-    dumps_async,
     load_document,
     loads,
     read_header,

@@ -31,7 +31,6 @@ from ..errors import (
     InvalidValueError,
     KeyUnwrapError,
     LeakWarning,
-    PendingOutputError,
     PlaintextLeakError,
     ProviderConfigError,
     ProviderError,
@@ -54,7 +53,7 @@ from ._canonical import (
     render_tree,
 )
 from ._sticky import keep_sealed, sticky_message
-from ._walk import Opener, Sealer, rebuild, resolve
+from ._walk import Opener, Sealer, rebuild
 from .leaks import PathLike, find_leaks, leak_message, normalise_allow, strict_from_env
 from .store import validate_stack_name
 
@@ -70,9 +69,7 @@ __all__ = [
     "PathLike",
     "ProviderEntry",
     "dump_document",
-    "dump_document_async",
     "dumps",
-    "dumps_async",
     "format_path",
     "load_document",
     "loads",
@@ -618,9 +615,9 @@ def _dump_checked(
     return data, document
 
 
-# The options of dump_document are written out again in dumps, dump_document_async and
-# dumps_async, not passed as **options, so that type checkers and help() show them
-# (tests/test_public_api.py checks that the four lists agree).
+# The options of dump_document are written out again in dumps (and in _async's
+# dump_document_async and dumps_async), not passed as **options, so that type
+# checkers and help() show them (tests/test_public_api.py checks the four agree).
 def dumps(
     tree: Any,
     *,
@@ -656,103 +653,6 @@ def dumps(
         stacklevel=2 + stacklevel,
         leak_hint=leak_hint,
     )[0]
-
-
-async def dump_document_async(
-    tree: Any,
-    *,
-    provider: SecretsProvider,
-    stack: str,
-    previous: Document | bytes | None = None,
-    additional_providers: Sequence[SecretsProvider] = (),
-    serial: int | None = None,
-    rotate_key: bool = False,
-    strict: bool | None = None,
-    allow_plaintext: Iterable[PathLike] = (),
-    replace_recipients: bool = False,
-    drop_recipients: Iterable[str] = (),
-    data_key: bytes | None = None,
-    stacklevel: int = 1,
-    leak_hint: str = "allow_plaintext",
-) -> tuple[bytes, Document]:
-    """:func:`dump_document` that first awaits every pending Output in ``tree``."""
-    drop_recipients = tuple(drop_recipients)  # read by both attempts below
-    try:
-        return dump_document(
-            tree,
-            provider=provider,
-            stack=stack,
-            previous=previous,
-            additional_providers=additional_providers,
-            serial=serial,
-            rotate_key=rotate_key,
-            strict=strict,
-            allow_plaintext=allow_plaintext,
-            replace_recipients=replace_recipients,
-            drop_recipients=drop_recipients,
-            data_key=data_key,
-            stacklevel=stacklevel,
-            leak_hint=leak_hint,
-        )
-    except PendingOutputError:
-        pass
-    resolved = await resolve(tree, ())
-    return dump_document(
-        resolved,
-        provider=provider,
-        stack=stack,
-        previous=previous,
-        additional_providers=additional_providers,
-        serial=serial,
-        rotate_key=rotate_key,
-        strict=strict,
-        allow_plaintext=allow_plaintext,
-        replace_recipients=replace_recipients,
-        drop_recipients=drop_recipients,
-        data_key=data_key,
-        stacklevel=stacklevel,
-        leak_hint=leak_hint,
-    )
-
-
-async def dumps_async(
-    tree: Any,
-    *,
-    provider: SecretsProvider,
-    stack: str,
-    previous: Document | bytes | None = None,
-    additional_providers: Sequence[SecretsProvider] = (),
-    serial: int | None = None,
-    rotate_key: bool = False,
-    strict: bool | None = None,
-    allow_plaintext: Iterable[PathLike] = (),
-    replace_recipients: bool = False,
-    drop_recipients: Iterable[str] = (),
-    data_key: bytes | None = None,
-    stacklevel: int = 1,
-    leak_hint: str = "allow_plaintext",
-) -> bytes:
-    """:func:`dumps` that first awaits every pending Output in ``tree``."""
-    document = await dump_document_async(
-        tree,
-        provider=provider,
-        stack=stack,
-        previous=previous,
-        additional_providers=additional_providers,
-        serial=serial,
-        rotate_key=rotate_key,
-        strict=strict,
-        allow_plaintext=allow_plaintext,
-        replace_recipients=replace_recipients,
-        drop_recipients=drop_recipients,
-        data_key=data_key,
-        stacklevel=stacklevel,
-        leak_hint=leak_hint,
-    )
-    return document[0]
-
-
-# --- loading -----------------------------------------------------------------------------------
 
 
 def _parse(data: bytes) -> tuple[dict[str, Any], str, tuple[ProviderEntry, ...]]:
